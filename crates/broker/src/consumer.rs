@@ -1,0 +1,96 @@
+//! What a queue knows of a consumer: whose it is, its credit, and where its deliveries go.
+//! Also the events a queue sends to the connection that owns a consumer.
+
+use std::sync::Arc;
+
+use amqp::ShortStr;
+use tokio::sync::mpsc;
+
+use crate::credit::Credit;
+use crate::message::Message;
+use crate::queue::{MessageId, QueueRef};
+
+/// Sent to a connection by queues (and by direct reply-to publishers).
+#[derive(Debug)]
+pub enum ConnectionEvent {
+    Deliver(DeliveryEvent),
+    /// The queue went away: tell the client with a server-sent basic.cancel.
+    ConsumerCancelled {
+        channel_id: u16,
+        consumer_tag: ShortStr,
+    },
+}
+
+#[derive(Debug)]
+pub struct DeliveryEvent {
+    pub channel_id: u16,
+    pub consumer_tag: ShortStr,
+    pub message: Arc<Message>,
+    pub redelivered: bool,
+    /// Where to send the ack; `None` for no-ack deliveries and direct reply-to.
+    pub source: Option<(QueueRef, MessageId)>,
+}
+
+pub type ConnectionSink = mpsc::UnboundedSender<ConnectionEvent>;
+
+pub struct Consumer {
+    pub connection_id: u64,
+    pub channel_id: u16,
+    pub consumer_tag: ShortStr,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// From the `x-priority` consume argument; higher is served first.
+    pub priority: i32,
+    /// The consumer's own prefetch window (basic.qos global=false before basic.consume).
+    pub credit: Arc<Credit>,
+    /// The channel's shared window (basic.qos global=true).
+    pub channel_credit: Arc<Credit>,
+    pub sink: ConnectionSink,
+}
+
+impl Consumer {
+    /// No-ack consumers are never limited by prefetch, as in RabbitMQ.
+    pub fn try_acquire_credit(&self) -> bool {
+        if self.no_ack {
+            return true;
+        }
+        if !self.credit.try_acquire() {
+            return false;
+        }
+        if !self.channel_credit.try_acquire() {
+            self.credit.release(1);
+            return false;
+        }
+        true
+    }
+
+    pub fn release_credit(&self) {
+        if !self.no_ack {
+            self.credit.release(1);
+            self.channel_credit.release(1);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A consumer with prefetch `prefetch` whose deliveries go nowhere; returns its credit.
+    pub(crate) fn test_consumer(tag: &str, prefetch: u32, no_ack: bool) -> (Consumer, Arc<Credit>) {
+        let credit = Arc::new(Credit::new(prefetch));
+        let (sink, _rx) = mpsc::unbounded_channel();
+        let consumer = Consumer {
+            connection_id: 1,
+            channel_id: 1,
+            consumer_tag: ShortStr::new(tag).unwrap(),
+            no_ack,
+            exclusive: false,
+            priority: 0,
+            credit: credit.clone(),
+            channel_credit: Arc::new(Credit::new(0)),
+            sink,
+        };
+        (consumer, credit)
+    }
+}

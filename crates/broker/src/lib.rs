@@ -1,0 +1,16 @@
+//! The broker domain: vhosts, users, exchanges and routing, queues, consumers and credit.
+//! Knows nothing of frames or sockets: the server crate drives it.
+
+pub mod consumer;
+pub mod credit;
+pub mod error;
+pub mod exchange;
+pub mod message;
+pub mod names;
+pub mod queue;
+pub mod users;
+pub mod vhost;
+
+pub use error::{AmqpException, AmqpResult, Scope};
+mod broker;
+pub use broker::{Broker, ReplyConsumer};

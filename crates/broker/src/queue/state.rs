@@ -1,0 +1,303 @@
+//! A queue's messages and consumers as a plain struct: ready messages in order, unacknowledged
+//! deliveries, round-robin dispatch to consumers that have credit. No tasks, no I/O: the owner
+//! task in `queue::task` drives it, and tests drive it directly.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use amqp::ShortStr;
+
+use crate::consumer::Consumer;
+use crate::message::Message;
+
+/// A message's position in its queue; ids only grow, so ready messages sorted by id are in
+/// publish order and a requeued message can go back to its original place.
+pub type MessageId = u64;
+
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub id: MessageId,
+    pub message: Arc<Message>,
+    pub redelivered: bool,
+}
+
+/// What the owner task must send out: one message for one consumer.
+pub struct Delivery<'a> {
+    pub consumer: &'a Consumer,
+    pub message: QueuedMessage,
+}
+
+#[derive(Default)]
+pub struct QueueState {
+    ready: VecDeque<QueuedMessage>,
+    unacked: HashMap<MessageId, QueuedMessage>,
+    consumers: Vec<Consumer>,
+    /// Index of the consumer after the one that got the last delivery (round robin).
+    next_consumer: usize,
+    next_id: MessageId,
+    /// Whether a consumer was ever added; an auto-delete queue is deleted only after that.
+    had_consumers: bool,
+}
+
+impl QueueState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn publish(&mut self, message: Arc<Message>) -> MessageId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.ready.push_back(QueuedMessage {
+            id,
+            message,
+            redelivered: false,
+        });
+        id
+    }
+
+    pub fn message_count(&self) -> u32 {
+        self.ready.len() as u32
+    }
+
+    pub fn unacked_count(&self) -> u32 {
+        self.unacked.len() as u32
+    }
+
+    pub fn consumer_count(&self) -> u32 {
+        self.consumers.len() as u32
+    }
+
+    pub fn had_consumers(&self) -> bool {
+        self.had_consumers
+    }
+
+    pub fn consumers(&self) -> &[Consumer] {
+        &self.consumers
+    }
+
+    pub fn has_exclusive_consumer(&self) -> bool {
+        self.consumers.iter().any(|c| c.exclusive)
+    }
+
+    pub fn add_consumer(&mut self, consumer: Consumer) {
+        self.had_consumers = true;
+        self.consumers.push(consumer);
+    }
+
+    /// Removes the consumer `consumer_tag` of channel (`connection_id`, `channel_id`).
+    pub fn remove_consumer(
+        &mut self,
+        connection_id: u64,
+        channel_id: u16,
+        consumer_tag: &str,
+    ) -> Option<Consumer> {
+        let index = self.consumers.iter().position(|c| {
+            c.connection_id == connection_id
+                && c.channel_id == channel_id
+                && c.consumer_tag.as_str() == consumer_tag
+        })?;
+        if index < self.next_consumer {
+            self.next_consumer -= 1;
+        }
+        Some(self.consumers.remove(index))
+    }
+
+    pub fn take_consumers(&mut self) -> Vec<Consumer> {
+        self.next_consumer = 0;
+        std::mem::take(&mut self.consumers)
+    }
+
+    /// Picks the next consumer in round-robin order among those of the highest priority that
+    /// have credit, and hands it the oldest ready message. `None` when nothing can be delivered.
+    pub fn next_delivery(&mut self) -> Option<Delivery<'_>> {
+        if self.ready.is_empty() || self.consumers.is_empty() {
+            return None;
+        }
+        let index = self.pick_consumer()?;
+        self.next_consumer = (index + 1) % self.consumers.len();
+        let message = self.ready.pop_front()?;
+        let consumer = &self.consumers[index];
+        if !consumer.no_ack {
+            self.unacked.insert(message.id, message.clone());
+        }
+        Some(Delivery { consumer, message })
+    }
+
+    fn pick_consumer(&self) -> Option<usize> {
+        let n = self.consumers.len();
+        let mut best: Option<(usize, i32)> = None;
+        for offset in 0..n {
+            let index = (self.next_consumer + offset) % n;
+            let consumer = &self.consumers[index];
+            if best.is_some_and(|(_, priority)| consumer.priority <= priority) {
+                continue;
+            }
+            if consumer.try_acquire_credit() {
+                if let Some((previous, _)) = best {
+                    self.consumers[previous].release_credit();
+                }
+                best = Some((index, consumer.priority));
+            }
+        }
+        best.map(|(index, _)| index)
+    }
+
+    /// basic.get: the oldest ready message, and how many remain after it.
+    pub fn get(&mut self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+        let message = self.ready.pop_front()?;
+        if !no_ack {
+            self.unacked.insert(message.id, message.clone());
+        }
+        Some((message, self.ready.len() as u32))
+    }
+
+    /// Forgets acknowledged messages. Unknown ids are ignored: the channel validates tags.
+    pub fn ack(&mut self, ids: &[MessageId]) {
+        for id in ids {
+            self.unacked.remove(id);
+        }
+    }
+
+    /// Puts unacknowledged messages back at their original positions. `redelivered` is false
+    /// only for messages that never reached the client (a consumer cancelled in between).
+    pub fn requeue(&mut self, ids: &[MessageId], redelivered: bool) {
+        for id in ids {
+            if let Some(mut message) = self.unacked.remove(id) {
+                message.redelivered |= redelivered;
+                let at = self.ready.partition_point(|m| m.id < message.id);
+                self.ready.insert(at, message);
+            }
+        }
+    }
+
+    /// Drops the ready messages; unacknowledged ones stay, as in RabbitMQ.
+    pub fn purge(&mut self) -> u32 {
+        let n = self.ready.len() as u32;
+        self.ready.clear();
+        n
+    }
+
+    pub fn consumer_tag_in_use(&self, connection_id: u64, channel_id: u16, tag: &ShortStr) -> bool {
+        self.consumers.iter().any(|c| {
+            c.connection_id == connection_id && c.channel_id == channel_id && &c.consumer_tag == tag
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::tests::test_consumer;
+    use bytes::Bytes;
+    use std::collections::VecDeque as Model;
+
+    fn msg(n: u8) -> Arc<Message> {
+        Arc::new(Message {
+            exchange: ShortStr::default(),
+            routing_key: ShortStr::default(),
+            properties: Bytes::new(),
+            body: Bytes::from(vec![n]),
+            persistent: false,
+        })
+    }
+
+    fn body(m: &QueuedMessage) -> u8 {
+        m.message.body[0]
+    }
+
+    #[test]
+    fn round_robin_among_consumers_with_credit() {
+        let mut q = QueueState::new();
+        let (a, _) = test_consumer("a", 0, false);
+        let (b, _) = test_consumer("b", 0, false);
+        q.add_consumer(a);
+        q.add_consumer(b);
+        for i in 0..4 {
+            q.publish(msg(i));
+        }
+        let mut tags = vec![];
+        while let Some(d) = q.next_delivery() {
+            tags.push(d.consumer.consumer_tag.to_string());
+        }
+        assert_eq!(tags, ["a", "b", "a", "b"]);
+        assert_eq!(q.unacked_count(), 4);
+    }
+
+    #[test]
+    fn prefetch_limits_deliveries_until_ack() {
+        let mut q = QueueState::new();
+        let (a, credit) = test_consumer("a", 1, false);
+        q.add_consumer(a);
+        let first = q.publish(msg(1));
+        q.publish(msg(2));
+        assert!(q.next_delivery().is_some());
+        assert!(q.next_delivery().is_none(), "prefetch 1 holds the second");
+        q.ack(&[first]);
+        credit.release(1);
+        assert_eq!(q.next_delivery().map(|d| body(&d.message)), Some(2));
+    }
+
+    #[test]
+    fn higher_priority_consumer_served_first_while_it_has_credit() {
+        let mut q = QueueState::new();
+        let (mut low, _) = test_consumer("low", 0, false);
+        low.priority = 0;
+        let (mut high, _) = test_consumer("high", 1, false);
+        high.priority = 5;
+        q.add_consumer(low);
+        q.add_consumer(high);
+        q.publish(msg(1));
+        q.publish(msg(2));
+        let first = q
+            .next_delivery()
+            .map(|d| d.consumer.consumer_tag.to_string());
+        let second = q
+            .next_delivery()
+            .map(|d| d.consumer.consumer_tag.to_string());
+        assert_eq!(first.as_deref(), Some("high"));
+        assert_eq!(second.as_deref(), Some("low"), "high has no credit left");
+    }
+
+    #[test]
+    fn requeue_restores_original_order_with_redelivered() {
+        let mut q = QueueState::new();
+        let ids: Vec<_> = (0..3).map(|i| q.publish(msg(i))).collect();
+        let (m0, _) = q.get(false).unwrap();
+        let (m1, _) = q.get(false).unwrap();
+        q.requeue(&[m1.id, m0.id], true);
+        let order: Vec<_> = std::iter::from_fn(|| q.get(true))
+            .map(|(m, _)| (m.id, m.redelivered))
+            .collect();
+        assert_eq!(order, vec![(ids[0], true), (ids[1], true), (ids[2], false)]);
+    }
+
+    proptest::proptest! {
+        /// Random get/ack/requeue/publish/purge sequences against a VecDeque model of the ready list.
+        #[test]
+        fn matches_model(ops in proptest::collection::vec(0u8..5, 1..200)) {
+            let mut q = QueueState::new();
+            let mut ready: Model<MessageId> = Model::new();
+            let mut unacked: Vec<MessageId> = vec![];
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    0 => { ready.push_back(q.publish(msg(n as u8))); }
+                    1 => {
+                        let got = q.get(false).map(|(m, left)| (m.id, left));
+                        let expected = ready.pop_front().map(|id| (id, ready.len() as u32));
+                        proptest::prop_assert_eq!(got, expected);
+                        if let Some((id, _)) = got { unacked.push(id); }
+                    }
+                    2 => if let Some(id) = unacked.pop() { q.ack(&[id]); },
+                    3 => if let Some(id) = unacked.pop() {
+                        q.requeue(&[id], true);
+                        let at = ready.partition_point(|&r| r < id);
+                        ready.insert(at, id);
+                    },
+                    _ => { proptest::prop_assert_eq!(q.purge(), ready.len() as u32); ready.clear(); }
+                }
+                proptest::prop_assert_eq!(q.message_count(), ready.len() as u32);
+                proptest::prop_assert_eq!(q.unacked_count(), unacked.len() as u32);
+            }
+        }
+    }
+}
