@@ -182,17 +182,15 @@ impl VHost {
         if passive {
             return self.existing_exchange(name).map(drop);
         }
+        // Later RabbitMQ versions close the channel (406), not the connection, for this.
+        let kind = ExchangeKind::parse(d.kind).ok_or_else(|| {
+            AmqpException::precondition_failed(format!("unknown exchange type '{}'", d.kind))
+        })?;
         if name.is_empty() {
             return Err(AmqpException::access_refused(
                 "operation not permitted on the default exchange",
             ));
         }
-        let kind = ExchangeKind::parse(d.kind).ok_or_else(|| {
-            AmqpException::precondition_failed(format!(
-                "invalid exchange type '{}' for exchange '{name}' in vhost '{}'",
-                d.kind, self.name
-            ))
-        })?;
         if let Some(existing) = self.exchange(name) {
             return self.check_exchange_equivalence(&existing, kind, &d);
         }
@@ -275,15 +273,23 @@ impl VHost {
         received: Option<&FieldValue>,
         current: Option<&FieldValue>,
     ) -> AmqpException {
-        let describe = |v: Option<&FieldValue>| match v {
-            None => "none".to_string(),
-            Some(v) => describe_value(v),
+        let detail = match (received, current) {
+            (Some(r), Some(c)) if r.tag() == c.tag() => {
+                format!(
+                    "received '{}' but current is '{}'",
+                    render_value(r),
+                    render_value(c)
+                )
+            }
+            _ => format!(
+                "received {} but current is {}",
+                describe_value(received),
+                describe_value(current)
+            ),
         };
         AmqpException::precondition_failed(format!(
-            "inequivalent arg '{arg}' for {what} '{name}' in vhost '{}': received {} but current is {}",
-            self.name,
-            describe(received),
-            describe(current)
+            "inequivalent arg '{arg}' for {what} '{name}' in vhost '{}': {detail}",
+            self.name
         ))
     }
 
@@ -666,17 +672,43 @@ fn same_argument(a: Option<&FieldValue>, b: Option<&FieldValue>) -> bool {
     }
 }
 
-fn describe_value(v: &FieldValue) -> String {
-    let (kind, value) = match v {
-        FieldValue::LongStr(s) => (
-            "longstr",
-            String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        ),
-        FieldValue::Bool(b) => ("bool", b.to_string()),
+/// RabbitMQ's name of a field value's type, as in its error texts.
+fn type_name(v: &FieldValue) -> &'static str {
+    match v {
+        FieldValue::Bool(_) => "bool",
+        FieldValue::I8(_) => "byte",
+        FieldValue::U8(_) => "unsignedbyte",
+        FieldValue::I16(_) => "short",
+        FieldValue::U16(_) => "unsignedshort",
+        FieldValue::I32(_) => "signedint",
+        FieldValue::U32(_) => "unsignedint",
+        FieldValue::I64(_) => "long",
+        FieldValue::F32(_) => "float",
+        FieldValue::F64(_) => "double",
+        FieldValue::Decimal(_) => "decimal",
+        FieldValue::LongStr(_) => "longstr",
+        FieldValue::ByteArray(_) => "binary",
+        FieldValue::Array(_) => "array",
+        FieldValue::Timestamp(_) => "timestamp",
+        FieldValue::Table(_) => "table",
+        FieldValue::Void => "void",
+    }
+}
+
+fn render_value(v: &FieldValue) -> String {
+    match v {
+        FieldValue::LongStr(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        FieldValue::Bool(b) => b.to_string(),
         other => match other.as_i64() {
-            Some(n) => ("signedint", n.to_string()),
-            None => ("table", format!("{other:?}")),
+            Some(n) => n.to_string(),
+            None => format!("{other:?}"),
         },
-    };
-    format!("the value '{value}' of type '{kind}'")
+    }
+}
+
+fn describe_value(v: Option<&FieldValue>) -> String {
+    match v {
+        None => "none".to_string(),
+        Some(v) => format!("the value '{}' of type '{}'", render_value(v), type_name(v)),
+    }
 }

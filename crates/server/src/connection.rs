@@ -460,19 +460,21 @@ impl Connection {
         let credentials = match mechanism {
             "PLAIN" => parse_plain(start_ok.response.as_bytes()),
             "AMQPLAIN" => parse_amqplain(start_ok.response.as_bytes()),
-            _ => {
-                return Err(AmqpException::command_invalid(format!(
-                    "unknown authentication mechanism '{mechanism}'"
-                )))
-            }
+            _ => None,
+        };
+        let Some((username, password)) = credentials else {
+            // RabbitMQ hangs up without connection.close on an unknown mechanism or a
+            // response it cannot parse.
+            tracing::info!(peer = %self.peer, mechanism, "unusable authentication response");
+            self.state = State::Closed;
+            return Ok(());
         };
         let from_loopback = self.peer.ip().is_loopback();
-        let user = credentials.and_then(|(user, password)| {
-            self.session
-                .broker
-                .users
-                .authenticate(&user, &password, from_loopback)
-        });
+        let user = self
+            .session
+            .broker
+            .users
+            .authenticate(&username, &password, from_loopback);
         if let Some(user) = &user {
             self.session.username = user.name.clone();
         }
@@ -480,12 +482,13 @@ impl Connection {
             let error = AmqpException::connection_access_refused(format!(
                 "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
             ));
-            if !self.session.capabilities.authentication_failure_close {
+            if self.session.capabilities.authentication_failure_close {
+                self.close_with(error, 0, 0);
+            } else {
                 // Old clients expect the socket to just close.
                 self.state = State::Closed;
-                return Ok(());
             }
-            return Err(error);
+            return Ok(());
         }
         self.session.send_method(
             0,
@@ -504,25 +507,28 @@ impl Connection {
         tune_ok: ConnectionTuneOk,
     ) -> Result<(), AmqpException> {
         let server_frame_max = self.session.config.frame_max_bytes;
-        let frame_max = if tune_ok.frame_max == 0 {
-            server_frame_max
-        } else {
-            tune_ok.frame_max
-        };
-        if frame_max < FRAME_MIN_SIZE {
+        let frame_max = tune_ok.frame_max;
+        // frame_max 0 means "no limit", which is above ours (RabbitMQ refuses it too).
+        if frame_max == 0 || frame_max > server_frame_max {
             return Err(AmqpException::not_allowed(format!(
-                "frame_max={frame_max} < {FRAME_MIN_SIZE} min size"
+                "negotiated frame_max = {frame_max} is higher than the maximum allowed value ({server_frame_max})"
             )));
         }
-        if frame_max > server_frame_max {
+        if frame_max < FRAME_MIN_SIZE {
             return Err(AmqpException::not_allowed(format!(
-                "frame_max={frame_max} > {server_frame_max} max size"
+                "negotiated frame_max = {frame_max} is lower than the minimum allowed value ({FRAME_MIN_SIZE})"
             )));
         }
         let server_channel_max = self.session.config.channel_max;
+        if tune_ok.channel_max > server_channel_max {
+            return Err(AmqpException::not_allowed(format!(
+                "negotiated channel_max = {} is higher than the maximum allowed value ({server_channel_max})",
+                tune_ok.channel_max
+            )));
+        }
         self.channel_max = match tune_ok.channel_max {
             0 => server_channel_max,
-            n => n.min(server_channel_max),
+            n => n,
         };
         self.session.frame_max = frame_max;
         self.heartbeat_secs = tune_ok.heartbeat;
@@ -555,17 +561,6 @@ impl Connection {
                     0,
                 ),
             }
-            return;
-        }
-        if channel_id > self.channel_max {
-            self.close_with(
-                AmqpException::channel_error(format!(
-                    "channel number {channel_id} exceeds channel_max {}",
-                    self.channel_max
-                )),
-                0,
-                0,
-            );
             return;
         }
         match frame {
@@ -649,6 +644,18 @@ impl Connection {
                         AmqpException::channel_error("second 'channel.open' seen"),
                         class_id,
                         method_id,
+                    );
+                    return;
+                }
+                if self.channels.len() >= usize::from(self.channel_max) {
+                    self.close_with(
+                        AmqpException::not_allowed(format!(
+                            "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                            self.channels.len(),
+                            self.channel_max
+                        )),
+                        0,
+                        0,
                     );
                     return;
                 }

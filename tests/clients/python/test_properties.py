@@ -74,7 +74,7 @@ def test_message_without_properties_has_none_set(channel, cleanup):
     queue = cleanup.queue(unique("noprops"))
     channel.queue_declare(queue)
     channel.basic_publish("", queue, b"bare")
-    method, props, body = channel.basic_get(queue, auto_ack=True)
+    _method, props, body = channel.basic_get(queue, auto_ack=True)
     assert body == b"bare"
     for field in (
         "content_type",
@@ -100,7 +100,8 @@ def test_user_id_must_match_authenticated_user(amqp_url, conn, cleanup):
     queue = cleanup.queue(unique("userid"))
     channel.queue_declare(queue)
     channel.basic_publish("", queue, b"ok", pika.BasicProperties(user_id=user))
-    method, props, body = channel.basic_get(queue, auto_ack=True)
+    _method, props, body = channel.basic_get(queue, auto_ack=True)
+    assert body == b"ok"
     assert props.user_id == user
 
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as excinfo:

@@ -20,7 +20,7 @@ def test_basic_get_reports_remaining_count_and_get_empty(channel, cleanup):
     publish_confirmed(channel, queue, [b"a", b"b", b"c"])
     seen = []
     for expected_remaining in (2, 1, 0):
-        method, props, body = channel.basic_get(queue, auto_ack=True)
+        method, _props, body = channel.basic_get(queue, auto_ack=True)
         assert method.message_count == expected_remaining
         assert method.redelivered is False
         assert method.exchange == ""

@@ -51,9 +51,7 @@ class RpcServer(threading.Thread):
     def _on_request(self, ch, method, props, body):
         self.reply_tos.append(props.reply_to)
         reply = str(fib(int(body))).encode()
-        ch.basic_publish(
-            "", props.reply_to, reply, pika.BasicProperties(correlation_id=props.correlation_id)
-        )
+        ch.basic_publish("", props.reply_to, reply, pika.BasicProperties(correlation_id=props.correlation_id))
         ch.basic_ack(method.delivery_tag)
         self.handled += 1
 
@@ -179,9 +177,7 @@ def test_rpc_via_direct_reply_to(amqp_url, rpc_server):
 def test_direct_reply_to_requires_consuming_first(amqp_url, conn, rpc_server):
     channel = conn.channel()
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as excinfo:
-        channel.basic_publish(
-            "", rpc_server.queue, b"1", pika.BasicProperties(reply_to=DIRECT_REPLY_TO)
-        )
+        channel.basic_publish("", rpc_server.queue, b"1", pika.BasicProperties(reply_to=DIRECT_REPLY_TO))
         # basic.publish has no reply; a synchronous round trip surfaces the channel error.
         channel.queue_declare(rpc_server.queue, passive=True)
     assert excinfo.value.reply_code == 406

@@ -11,14 +11,6 @@ from helpers import spawn_client, unique
 PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
 
 
-def done_lines(reader, count, timeout):
-    """Collect `count` DONE lines from one reader."""
-    lines = []
-    for _ in range(count):
-        lines.append(reader.wait_for(lambda l: l.startswith("DONE "), timeout, "a DONE line"))
-    return lines
-
-
 def test_fair_dispatch_with_prefetch_one(amqp_url, channel, cleanup, children):
     queue = cleanup.queue(unique("task_queue"))
     channel.queue_declare(queue, durable=True)
