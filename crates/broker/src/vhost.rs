@@ -712,3 +712,147 @@ fn describe_value(v: Option<&FieldValue>) -> String {
         Some(v) => format!("the value '{}' of type '{}'", render_value(v), type_name(v)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Scope;
+
+    fn s(v: &str) -> ShortStr {
+        ShortStr::new(v).unwrap()
+    }
+
+    fn declare_queue(
+        vhost: &VHost,
+        name: &str,
+        owner: u64,
+        exclusive: bool,
+    ) -> AmqpResult<QueueRef> {
+        vhost.declare_queue(
+            QueueDeclaration {
+                name: &s(name),
+                durable: false,
+                exclusive,
+                auto_delete: false,
+                arguments: &FieldTable::new(),
+            },
+            false,
+            owner,
+        )
+    }
+
+    fn declare_exchange(
+        vhost: &VHost,
+        name: &str,
+        kind: &str,
+        arguments: FieldTable,
+    ) -> AmqpResult<()> {
+        vhost.declare_exchange(
+            ExchangeDeclaration {
+                name: &s(name),
+                kind,
+                durable: false,
+                auto_delete: false,
+                internal: false,
+                arguments: &arguments,
+            },
+            false,
+        )
+    }
+
+    fn routed_names(vhost: &VHost, exchange: &str, key: &str) -> Vec<String> {
+        let exchange = vhost.existing_exchange(exchange).unwrap();
+        let mut out = Vec::new();
+        vhost.route(&exchange, key, &Bytes::new(), &mut out);
+        let mut names: Vec<String> = out.iter().map(|q| q.name.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn default_exchange_routes_by_queue_name() {
+        let vhost = VHost::new("/");
+        declare_queue(&vhost, "q", 1, false).unwrap();
+        assert_eq!(routed_names(&vhost, "", "q"), ["q"]);
+        assert!(routed_names(&vhost, "", "other").is_empty());
+    }
+
+    #[tokio::test]
+    async fn exchange_to_exchange_bindings_are_followed_once_even_in_cycles() {
+        let vhost = VHost::new("/");
+        let q = declare_queue(&vhost, "q", 1, false).unwrap();
+        declare_exchange(&vhost, "a", "fanout", FieldTable::new()).unwrap();
+        declare_exchange(&vhost, "b", "fanout", FieldTable::new()).unwrap();
+        let empty = FieldTable::new();
+        vhost.bind_exchange("b", "a", &s(""), &empty).unwrap();
+        vhost.bind_exchange("a", "b", &s(""), &empty).unwrap();
+        vhost.bind_queue(&q, "b", &s(""), &empty).unwrap();
+        vhost.bind_queue(&q, "a", &s(""), &empty).unwrap();
+        assert_eq!(routed_names(&vhost, "a", "x"), ["q"]);
+    }
+
+    #[tokio::test]
+    async fn alternate_exchange_takes_unroutable_messages() {
+        let vhost = VHost::new("/");
+        let q = declare_queue(&vhost, "unrouted", 1, false).unwrap();
+        declare_exchange(&vhost, "ae", "fanout", FieldTable::new()).unwrap();
+        vhost
+            .bind_queue(&q, "ae", &s(""), &FieldTable::new())
+            .unwrap();
+        let mut args = FieldTable::new();
+        args.insert(s("alternate-exchange"), FieldValue::from("ae"));
+        declare_exchange(&vhost, "main", "direct", args).unwrap();
+        assert_eq!(routed_names(&vhost, "main", "nothing-bound"), ["unrouted"]);
+    }
+
+    #[tokio::test]
+    async fn exclusive_queue_is_locked_to_its_connection() {
+        let vhost = VHost::new("/");
+        declare_queue(&vhost, "mine", 7, true).unwrap();
+        assert!(vhost.queue("mine", 7).is_ok());
+        let err = vhost.queue("mine", 8).unwrap_err();
+        assert_eq!(err.reply_code, 405);
+        vhost.connection_closed(7).await;
+        assert_eq!(vhost.queue("mine", 7).unwrap_err().reply_code, 404);
+    }
+
+    #[tokio::test]
+    async fn redeclaring_with_other_type_is_precondition_failed() {
+        let vhost = VHost::new("/");
+        declare_exchange(&vhost, "x", "direct", FieldTable::new()).unwrap();
+        let err = declare_exchange(&vhost, "x", "fanout", FieldTable::new()).unwrap_err();
+        assert_eq!(
+            err.reply_text,
+            "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'x' in vhost '/': received 'fanout' but current is 'direct'"
+        );
+        let err = declare_exchange(&vhost, "y", "nonsense", FieldTable::new()).unwrap_err();
+        assert_eq!((err.reply_code, err.scope), (406, Scope::Channel));
+    }
+
+    #[tokio::test]
+    async fn deleting_a_queue_removes_its_bindings_and_auto_delete_exchanges() {
+        let vhost = VHost::new("/");
+        let q = declare_queue(&vhost, "q", 1, false).unwrap();
+        vhost
+            .declare_exchange(
+                ExchangeDeclaration {
+                    name: &s("auto"),
+                    kind: "fanout",
+                    durable: false,
+                    auto_delete: true,
+                    internal: false,
+                    arguments: &FieldTable::new(),
+                },
+                false,
+            )
+            .unwrap();
+        vhost
+            .bind_queue(&q, "auto", &s(""), &FieldTable::new())
+            .unwrap();
+        assert_eq!(q.delete(false, false).await.unwrap(), 0);
+        assert!(
+            vhost.exchange("auto").is_none(),
+            "auto-delete exchange lost its last binding"
+        );
+    }
+}

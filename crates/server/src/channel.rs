@@ -19,7 +19,7 @@ use broker::error::reply_code;
 use broker::message::{property_flag, property_flags, Message};
 use broker::names::generate_name;
 use broker::queue::{MessageId, QueueCommand, QueueRef};
-use broker::vhost::{ExchangeDeclaration, QueueDeclaration, VHost, DIRECT_REPLY_TO};
+use broker::vhost::{Exchange, ExchangeDeclaration, QueueDeclaration, VHost, DIRECT_REPLY_TO};
 use broker::{AmqpException, AmqpResult, ReplyConsumer};
 use bytes::{Bytes, BytesMut};
 
@@ -352,7 +352,8 @@ impl Channel {
                     self.apply_settle(vec![unacked], how, session);
                 }
                 for pending in tx.publishes {
-                    self.route_and_enqueue(pending.publish, pending.message, session)?;
+                    let exchange = self.vhost.existing_exchange(&pending.publish.exchange)?;
+                    self.route_and_enqueue(&exchange, pending.publish, pending.message, session);
                 }
                 session.send_method(ch, TxCommitOk {});
             }
@@ -801,7 +802,8 @@ impl Channel {
             tx.publishes.push(PendingPublish { publish, message });
             return Ok(());
         }
-        self.route_and_enqueue(publish, message, session)
+        self.route_and_enqueue(&exchange, publish, message, session);
+        Ok(())
     }
 
     /// A publisher asking for replies on `amq.rabbitmq.reply-to` gets this channel's
@@ -826,11 +828,11 @@ impl Channel {
 
     fn route_and_enqueue(
         &mut self,
+        exchange: &Arc<Exchange>,
         publish: BasicPublish,
         message: Message,
         session: &mut Session,
-    ) -> AmqpResult<()> {
-        let exchange = self.vhost.existing_exchange(&publish.exchange)?;
+    ) {
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
         let mut delivered_directly = false;
@@ -868,7 +870,6 @@ impl Channel {
         if let Some(confirms) = &mut self.confirms {
             confirms.next_seq += 1;
         }
-        Ok(())
     }
 
     fn deliver_direct_reply(&self, message: &Message, _session: &mut Session) -> bool {
