@@ -840,7 +840,7 @@ impl Channel {
             delivered_directly = self.deliver_direct_reply(&message, session);
         } else {
             self.vhost.route(
-                &exchange,
+                exchange,
                 &publish.routing_key,
                 &message.properties,
                 &mut routed,
