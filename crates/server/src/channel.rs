@@ -918,6 +918,10 @@ impl Channel {
         let credit = match self.consumers.get(&delivery.consumer_tag) {
             Some(consumer) if !self.closing => Some(consumer.credit.clone()),
             _ => {
+                // The queue took channel credit for it; the consumer's own window died with it.
+                if delivery.source.is_some() {
+                    self.channel_credit.release(1);
+                }
                 Self::return_undelivered(delivery);
                 return;
             }
