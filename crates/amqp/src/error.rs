@@ -1,5 +1,8 @@
 //! The codec's error type. Knows nothing of how the connection reacts to it (close codes live in the server).
 
+/// The `Malformed` reason for a shortstr argument that is not UTF-8.
+pub const SHORTSTR_NOT_UTF8: &str = "shortstr is not valid UTF-8";
+
 /// Why bytes could not be turned into a frame, method, table or string.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {

@@ -14,7 +14,7 @@ mod wire;
 #[cfg(test)]
 mod roundtrip_tests;
 
-pub use error::DecodeError;
+pub use error::{DecodeError, SHORTSTR_NOT_UTF8};
 pub use field::{Decimal, FieldTable, FieldValue, MAX_NESTING_DEPTH};
 pub use frame::{
     encode_basic_header_frame, encode_body_frames, encode_content_header_frame,

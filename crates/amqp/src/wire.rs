@@ -123,7 +123,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn shortstr(&mut self) -> WireResult<ShortStr> {
         let len = self.octet()? as usize;
         let bytes = self.bytes(len)?;
-        ShortStr::from_bytes(bytes).map_err(|_| "shortstr is not valid UTF-8")
+        ShortStr::from_bytes(bytes).map_err(|_| crate::error::SHORTSTR_NOT_UTF8)
     }
 
     #[inline]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use amqp::ShortStr;
 use tokio::sync::mpsc;
 
+use crate::confirm::ChannelKey;
 use crate::credit::Credit;
 use crate::message::Message;
 use crate::queue::{MessageId, QueueRef};
@@ -18,6 +19,12 @@ pub enum ConnectionEvent {
     ConsumerCancelled {
         channel_id: u16,
         consumer_tag: ShortStr,
+    },
+    /// Every queue a confirmed publish went to has accepted it (`ack`) or one refused it.
+    Confirm {
+        channel: ChannelKey,
+        seq: u64,
+        ack: bool,
     },
 }
 

@@ -1,6 +1,7 @@
 //! The broker domain: vhosts, users, exchanges and routing, queues, consumers and credit.
 //! Knows nothing of frames or sockets: the server crate drives it.
 
+pub mod confirm;
 pub mod consumer;
 pub mod credit;
 pub mod error;

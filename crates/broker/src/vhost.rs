@@ -12,7 +12,7 @@ use crate::error::{AmqpException, AmqpResult};
 use crate::exchange::{BindingKey, ExchangeKind, Router};
 use crate::message::{property_flag, property_flags};
 use crate::names::generate_name;
-use crate::queue::{QueueConfig, QueueHandle, QueueRef};
+use crate::queue::{Overflow, QueueConfig, QueueHandle, QueueLimits, QueueRef};
 
 /// Where a binding leads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -477,6 +477,12 @@ impl VHost {
             }
             d.name.clone()
         };
+        let limits = queue_limits(d.arguments).map_err(|(arg, detail)| {
+            AmqpException::precondition_failed(format!(
+                "invalid arg '{arg}' for queue '{name}' in vhost '{}': {detail}",
+                self.name
+            ))
+        })?;
         let mut queues = self.queues.write();
         if let Some(existing) = queues.get(name.as_str()) {
             self.check_exclusive_access(existing, connection_id)?;
@@ -491,6 +497,7 @@ impl VHost {
             exclusive_owner: d.exclusive.then_some(connection_id),
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
+            limits,
         };
         let queue = QueueHandle::spawn(name.clone(), config, self.self_ref.clone());
         queues.insert(name, queue.clone());
@@ -658,6 +665,41 @@ impl<'a> LazyHeaders<'a> {
             })
             .as_ref()
     }
+}
+
+/// Reads the length-limit arguments, refusing values RabbitMQ refuses; the error names the
+/// argument and says what is wrong in RabbitMQ's words.
+fn queue_limits(arguments: &FieldTable) -> Result<QueueLimits, (&'static str, String)> {
+    let non_negative = |arg: &'static str| -> Result<Option<u64>, (&'static str, String)> {
+        match arguments.get(arg) {
+            None => Ok(None),
+            Some(value) => match value.as_i64() {
+                Some(n) if n >= 0 => Ok(Some(n as u64)),
+                Some(n) => Err((arg, format!("{{value_negative,{n}}}"))),
+                None => Err((arg, format!("{{unacceptable_type,{}}}", type_name(value)))),
+            },
+        }
+    };
+    let overflow = match arguments.get("x-overflow") {
+        None => Overflow::DropHead,
+        Some(value) => match value.as_str() {
+            Some("drop-head") => Overflow::DropHead,
+            Some("reject-publish") => Overflow::RejectPublish,
+            Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+            Some(other) => return Err(("x-overflow", format!("{{unacceptable_value,{other}}}"))),
+            None => {
+                return Err((
+                    "x-overflow",
+                    format!("{{unacceptable_type,{}}}", type_name(value)),
+                ))
+            }
+        },
+    };
+    Ok(QueueLimits {
+        max_length: non_negative("x-max-length")?,
+        max_length_bytes: non_negative("x-max-length-bytes")?,
+        overflow,
+    })
 }
 
 /// RabbitMQ compares numeric queue arguments by value whatever their integer type.

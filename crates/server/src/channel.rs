@@ -8,11 +8,12 @@ use std::sync::Arc;
 use amqp::{
     encode_body_frames, encode_content_header_frame, encode_method_frame, BasicAck, BasicCancel,
     BasicCancelOk, BasicConsume, BasicConsumeOk, BasicDeliver, BasicGet, BasicGetEmpty, BasicGetOk,
-    BasicProperties, BasicPublish, BasicQos, BasicQosOk, BasicRecoverOk, BasicReturn,
+    BasicNack, BasicProperties, BasicPublish, BasicQos, BasicQosOk, BasicRecoverOk, BasicReturn,
     ChannelFlowOk, ConfirmSelectOk, ContentHeader, ExchangeBindOk, ExchangeDeclareOk,
     ExchangeDeleteOk, ExchangeUnbindOk, Method, QueueBindOk, QueueDeclareOk, QueueDeleteOk,
     QueuePurgeOk, QueueUnbindOk, ShortStr, TxCommitOk, TxRollbackOk, TxSelectOk, CLASS_BASIC,
 };
+use broker::confirm::{ChannelKey, ConfirmToken};
 use broker::consumer::{ConnectionEvent, Consumer, DeliveryEvent};
 use broker::credit::Credit;
 use broker::error::reply_code;
@@ -23,7 +24,8 @@ use broker::vhost::{Exchange, ExchangeDeclaration, QueueDeclaration, VHost, DIRE
 use broker::{AmqpException, AmqpResult, ReplyConsumer};
 use bytes::{Bytes, BytesMut};
 
-use crate::connection::Session;
+use crate::config::Config;
+use crate::connection::{unexpected_content, Session};
 
 /// Where a channel is in receiving a published message's content.
 enum Content {
@@ -42,6 +44,8 @@ enum Body {
     Empty,
     One(Bytes),
     Many(BytesMut),
+    /// Too large to accept: only its length is kept.
+    Discarded(usize),
 }
 
 impl Body {
@@ -50,14 +54,17 @@ impl Body {
             Body::Empty => 0,
             Body::One(b) => b.len(),
             Body::Many(b) => b.len(),
+            Body::Discarded(n) => *n,
         }
     }
 
     fn push(self, payload: Bytes, body_size: usize) -> Body {
         match self {
+            Body::Discarded(n) => Body::Discarded(n + payload.len()),
             Body::Empty => Body::One(payload),
             Body::One(first) => {
-                let mut joined = BytesMut::with_capacity(body_size);
+                // Capacity from what arrived, not from the header's claim.
+                let mut joined = BytesMut::with_capacity(body_size.min(first.len() * 16));
                 joined.extend_from_slice(&first);
                 joined.extend_from_slice(&payload);
                 Body::Many(joined)
@@ -71,7 +78,7 @@ impl Body {
 
     fn into_bytes(self) -> Bytes {
         match self {
-            Body::Empty => Bytes::new(),
+            Body::Empty | Body::Discarded(_) => Bytes::new(),
             Body::One(b) => b,
             Body::Many(b) => b.freeze(),
         }
@@ -111,16 +118,93 @@ enum Settle {
     Discard,
 }
 
-/// Publisher confirms: sequence numbers given and the range not yet acknowledged.
-#[derive(Default)]
+/// How a confirmed publish turned out, as far as the channel knows yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Waiting for queues that may refuse it.
+    Pending,
+    Ack,
+    Nack,
+}
+
+/// Publisher confirms: outcomes of the publishes not yet told to the client, in sequence
+/// order, so that runs of acks go out as one `basic.ack multiple`.
 struct Confirms {
     next_seq: u64,
-    /// First sequence number not yet confirmed to the client.
-    unconfirmed_from: u64,
+    /// Sequence number of `unsent[0]`.
+    first_unsent: u64,
+    unsent: VecDeque<Outcome>,
+}
+
+impl Confirms {
+    fn new() -> Self {
+        Confirms {
+            next_seq: 1,
+            first_unsent: 1,
+            unsent: VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, outcome: Outcome) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unsent.push_back(outcome);
+        seq
+    }
+
+    fn settle(&mut self, seq: u64, ack: bool) {
+        let Some(index) = seq.checked_sub(self.first_unsent) else {
+            return;
+        };
+        if let Some(outcome) = self.unsent.get_mut(index as usize) {
+            *outcome = if ack { Outcome::Ack } else { Outcome::Nack };
+        }
+    }
+
+    /// Writes basic.ack/nack for every settled publish up to the first pending one.
+    fn flush(&mut self, channel: u16, session: &mut Session) {
+        let mut acks_from: Option<u64> = None;
+        let ack_run = |from: Option<u64>, to: u64, session: &mut Session| {
+            if let Some(from) = from {
+                session.send_method(
+                    channel,
+                    BasicAck {
+                        delivery_tag: to,
+                        multiple: to > from,
+                    },
+                );
+            }
+        };
+        while let Some(&outcome) = self.unsent.front() {
+            let seq = self.first_unsent;
+            match outcome {
+                Outcome::Pending => break,
+                Outcome::Ack => {
+                    acks_from.get_or_insert(seq);
+                }
+                Outcome::Nack => {
+                    ack_run(acks_from.take(), seq - 1, session);
+                    session.send_method(
+                        channel,
+                        BasicNack {
+                            delivery_tag: seq,
+                            multiple: false,
+                            requeue: false,
+                        },
+                    );
+                }
+            }
+            self.unsent.pop_front();
+            self.first_unsent += 1;
+        }
+        ack_run(acks_from, self.first_unsent - 1, session);
+    }
 }
 
 pub(crate) struct Channel {
     id: u16,
+    /// Unique within the connection, unlike `id`, which a client reuses after a close.
+    serial: u64,
     vhost: Arc<VHost>,
     closing: bool,
     content: Content,
@@ -141,9 +225,10 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub fn new(id: u16, vhost: Arc<VHost>, _session: &Session) -> Channel {
+    pub fn new(id: u16, serial: u64, vhost: Arc<VHost>) -> Channel {
         Channel {
             id,
+            serial,
             vhost,
             closing: false,
             content: Content::Idle,
@@ -172,12 +257,25 @@ impl Channel {
         session.connection_id
     }
 
-    pub async fn handle_method(&mut self, method: Method, session: &mut Session) -> AmqpResult<()> {
-        if !matches!(self.content, Content::Idle) {
-            return Err(AmqpException::unexpected_frame(
+    /// Whether a publish's content header or body frames are due.
+    pub fn expecting_content(&self) -> bool {
+        !matches!(self.content, Content::Idle)
+    }
+
+    /// The error for a frame of the wrong kind in the middle of a publish's content.
+    pub fn unexpected_method_error(&self) -> AmqpException {
+        match self.content {
+            Content::AwaitingBody { .. } => AmqpException::unexpected_frame(
+                "expected content body, got non content body frame instead",
+            ),
+            _ => AmqpException::unexpected_frame(
                 "expected content header for class 60, got non content header frame instead",
-            ));
+            ),
         }
+    }
+
+    /// Handles a method of an open channel; the connection has checked that no content is due.
+    pub async fn handle_method(&mut self, method: Method, session: &mut Session) -> AmqpResult<()> {
         let ch = self.id;
         match method {
             Method::ChannelFlow(flow) => {
@@ -234,10 +332,11 @@ impl Channel {
                 if m.passive && m.queue.as_str() == DIRECT_REPLY_TO {
                     session.send_method(
                         ch,
+                        // RabbitMQ reports the pseudo-queue as having one consumer.
                         QueueDeclareOk {
                             queue: m.queue.clone(),
                             message_count: 0,
-                            consumer_count: 0,
+                            consumer_count: 1,
                         },
                     );
                     return Ok(());
@@ -375,10 +474,7 @@ impl Channel {
                         "cannot switch from tx to confirm mode",
                     ));
                 }
-                self.confirms.get_or_insert(Confirms {
-                    next_seq: 1,
-                    unconfirmed_from: 1,
-                });
+                self.confirms.get_or_insert_with(Confirms::new);
                 if !m.no_wait {
                     session.send_method(ch, ConfirmSelectOk {});
                 }
@@ -698,40 +794,59 @@ impl Channel {
     ) -> AmqpResult<()> {
         let publish = match std::mem::replace(&mut self.content, Content::Idle) {
             Content::AwaitingHeader(publish) => publish,
-            _ => {
-                return Err(AmqpException::unexpected_frame(
-                    "expected method frame, got non method frame instead",
-                ))
+            Content::Idle => return Err(unexpected_content()),
+            body @ Content::AwaitingBody { .. } => {
+                self.content = body;
+                return Err(self.unexpected_method_error());
             }
         };
         if header.class_id != CLASS_BASIC {
             return Err(AmqpException::unexpected_frame(format!(
-                "content header for class {} does not match basic.publish",
+                "expected content header for class 60, got one for class {} instead",
                 header.class_id
             )));
         }
-        let max = session.config.max_message_size_bytes;
-        if header.body_size > max as u64 {
-            return Err(AmqpException::precondition_failed(format!(
-                "message size {} is larger than configured max size {max}",
-                header.body_size
-            )));
-        }
-        let body_size = header.body_size as usize;
+        let body_size = usize::try_from(header.body_size).unwrap_or(usize::MAX);
         let properties = header.property_bytes;
-        if body_size == 0 {
-            return self.publish(publish, properties, Bytes::new(), session);
-        }
+        // An oversized body is counted but not kept, and refused once it has all arrived.
+        let body = if body_size > session.config.max_message_size_bytes {
+            Body::Discarded(0)
+        } else {
+            Body::Empty
+        };
         self.content = Content::AwaitingBody {
             publish,
             properties,
             body_size,
-            body: Body::Empty,
+            body,
         };
-        Ok(())
+        self.complete_if_whole(session)
     }
 
     pub fn handle_content_body(&mut self, payload: Bytes, session: &mut Session) -> AmqpResult<()> {
+        match &mut self.content {
+            Content::AwaitingBody {
+                body, body_size, ..
+            } => {
+                let taken = std::mem::replace(body, Body::Empty);
+                *body = taken.push(payload, *body_size);
+            }
+            Content::AwaitingHeader(_) => return Err(self.unexpected_method_error()),
+            Content::Idle => return Err(unexpected_content()),
+        }
+        self.complete_if_whole(session)
+    }
+
+    fn complete_if_whole(&mut self, session: &mut Session) -> AmqpResult<()> {
+        let Content::AwaitingBody {
+            body, body_size, ..
+        } = &self.content
+        else {
+            return Ok(());
+        };
+        if body.len() < *body_size {
+            return Ok(());
+        }
         let Content::AwaitingBody {
             publish,
             properties,
@@ -739,29 +854,26 @@ impl Channel {
             body,
         } = std::mem::replace(&mut self.content, Content::Idle)
         else {
-            return Err(AmqpException::unexpected_frame(
-                "expected method frame, got non method frame instead",
-            ));
+            return Ok(());
         };
-        let body = body.push(payload, body_size);
-        match body.len().cmp(&body_size) {
-            std::cmp::Ordering::Less => {
-                self.content = Content::AwaitingBody {
-                    publish,
-                    properties,
-                    body_size,
-                    body,
-                };
-                Ok(())
-            }
-            std::cmp::Ordering::Equal => {
-                self.publish(publish, properties, body.into_bytes(), session)
-            }
-            std::cmp::Ordering::Greater => Err(AmqpException::frame_error(format!(
+        if body.len() > body_size {
+            return Err(AmqpException::frame_error(format!(
                 "body of {} bytes exceeds the {body_size} announced in the content header",
                 body.len()
-            ))),
+            )));
         }
+        if let Body::Discarded(_) = body {
+            let max = session.config.max_message_size_bytes;
+            let limit = if max == Config::default().max_message_size_bytes {
+                "max size"
+            } else {
+                "configured max size"
+            };
+            return Err(AmqpException::precondition_failed(format!(
+                "message size {body_size} is larger than {limit} {max}"
+            )));
+        }
+        self.publish(publish, properties, body.into_bytes(), session)
     }
 
     /// A complete message arrived: route it now, or hold it for tx.commit.
@@ -861,14 +973,59 @@ impl Channel {
                 write_content(self.id, &message, session);
             }
         } else if !routed.is_empty() {
-            let message = Arc::new(message);
-            for queue in routed.drain(..) {
-                queue.send(QueueCommand::Publish(message.clone()));
-            }
+            self.enqueue(&mut routed, message, session);
+            self.routed = routed;
+            return;
         }
         self.routed = routed;
         if let Some(confirms) = &mut self.confirms {
-            confirms.next_seq += 1;
+            confirms.push(Outcome::Ack);
+        }
+    }
+
+    /// Hands the message to its queues. In confirm mode, queues that may refuse it get a
+    /// token to answer with; if none may, the publish is confirmed at once.
+    fn enqueue(&mut self, routed: &mut Vec<QueueRef>, message: Message, session: &Session) {
+        let message = Arc::new(message);
+        let Some(confirms) = &mut self.confirms else {
+            for queue in routed.drain(..) {
+                queue.send(QueueCommand::Publish {
+                    message: message.clone(),
+                    confirm: None,
+                });
+            }
+            return;
+        };
+        let waiting = routed
+            .iter()
+            .filter(|q| q.config.limits.may_reject())
+            .count() as u32;
+        if waiting == 0 {
+            confirms.push(Outcome::Ack);
+            for queue in routed.drain(..) {
+                queue.send(QueueCommand::Publish {
+                    message: message.clone(),
+                    confirm: None,
+                });
+            }
+            return;
+        }
+        let seq = confirms.push(Outcome::Pending);
+        let key = ChannelKey {
+            channel_id: self.id,
+            serial: self.serial,
+        };
+        let mut tokens = ConfirmToken::split(key, seq, waiting, &session.sink);
+        for queue in routed.drain(..) {
+            let confirm = if queue.config.limits.may_reject() {
+                tokens.pop()
+            } else {
+                None
+            };
+            queue.send(QueueCommand::Publish {
+                message: message.clone(),
+                confirm,
+            });
         }
     }
 
@@ -892,25 +1049,25 @@ impl Channel {
         session.broker.reply_consumer(routing_key)
     }
 
-    /// Acknowledges, with one basic.ack, every publish confirmed since the last flush. Called
-    /// once per batch of input so that a burst of publishes gets few acks.
+    /// Tells the client about every publish settled since the last flush. Called once per
+    /// batch of input or events, so that a burst of publishes gets few acks.
     pub fn flush_confirms(&mut self, session: &mut Session) {
-        let Some(confirms) = &mut self.confirms else {
-            return;
-        };
-        let last = confirms.next_seq - 1;
-        if last < confirms.unconfirmed_from || self.closing {
+        if self.closing {
             return;
         }
-        let multiple = last > confirms.unconfirmed_from;
-        confirms.unconfirmed_from = last + 1;
-        session.send_method(
-            self.id,
-            BasicAck {
-                delivery_tag: last,
-                multiple,
-            },
-        );
+        if let Some(confirms) = &mut self.confirms {
+            confirms.flush(self.id, session);
+        }
+    }
+
+    /// Every queue of a pending confirm has answered.
+    pub fn confirm_settled(&mut self, serial: u64, seq: u64, ack: bool) {
+        if serial != self.serial {
+            return;
+        }
+        if let Some(confirms) = &mut self.confirms {
+            confirms.settle(seq, ack);
+        }
     }
 
     /// A delivery from a queue (or a direct reply) for one of this channel's consumers.

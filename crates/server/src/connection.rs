@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amqp::{
-    encode_heartbeat_frame, encode_method_frame, ChannelCloseOk, ChannelOpenOk, ConnectionClose,
-    ConnectionCloseOk, ConnectionOpen, ConnectionOpenOk, ConnectionStart, ConnectionStartOk,
-    ConnectionTune, ConnectionTuneOk, DecodeError, FieldTable, FieldValue, Frame, LongStr, Method,
-    ShortStr, FRAME_MIN_SIZE, PROTOCOL_HEADER,
+    encode_heartbeat_frame, encode_method_frame, BasicPublish, ChannelCloseOk, ChannelOpenOk,
+    ConnectionClose, ConnectionCloseOk, ConnectionOpen, ConnectionOpenOk, ConnectionStart,
+    ConnectionStartOk, ConnectionTune, ConnectionTuneOk, DecodeError, FieldTable, FieldValue,
+    Frame, LongStr, Method, ShortStr, FRAME_MIN_SIZE, FRAME_OVERHEAD, PROTOCOL_HEADER,
+    SHORTSTR_NOT_UTF8,
 };
 use broker::consumer::{ConnectionEvent, ConnectionSink};
 use broker::{AmqpException, Broker, Scope};
@@ -75,6 +76,8 @@ struct Connection {
     heartbeat_secs: u16,
     vhost: Option<Arc<broker::vhost::VHost>>,
     channels: HashMap<u16, Channel>,
+    /// Counts channel opens, to tell a reused channel number from its predecessor.
+    channel_serial: u64,
     closing_since: Option<Instant>,
 }
 
@@ -118,6 +121,7 @@ pub(crate) async fn serve(
         heartbeat_secs: 0,
         vhost: None,
         channels: HashMap::new(),
+        channel_serial: 0,
         closing_since: None,
     };
     connection.send_start();
@@ -167,6 +171,7 @@ pub(crate) async fn serve(
                         Err(_) => break,
                     }
                 }
+                connection.flush_confirms();
             }
             _ = heartbeat.tick() => {
                 let timeout = Duration::from_secs(2 * u64::from(connection.heartbeat_secs));
@@ -246,6 +251,11 @@ pub(crate) fn close_method(error: &AmqpException, class_id: u16, method_id: u16)
     }
 }
 
+/// A content frame where a method was due (RabbitMQ's wording).
+pub(crate) fn unexpected_content() -> AmqpException {
+    AmqpException::unexpected_frame("expected method frame, got non method frame instead")
+}
+
 fn truncate(text: &str) -> String {
     let mut end = text.len().min(255);
     while !text.is_char_boundary(end) {
@@ -254,7 +264,8 @@ fn truncate(text: &str) -> String {
     text[..end].to_string()
 }
 
-/// Frame-level decode failures are connection errors (spec §4.2.3 and RabbitMQ's choices).
+/// Frame-level decode failures are connection errors, with RabbitMQ's codes: 501 for
+/// anything that cannot be framed or decoded, 540 for a method we do not know.
 fn decode_exception(error: &DecodeError) -> (AmqpException, u16, u16) {
     match *error {
         DecodeError::UnknownMethod {
@@ -265,32 +276,37 @@ fn decode_exception(error: &DecodeError) -> (AmqpException, u16, u16) {
             class_id,
             method_id,
         ),
+        DecodeError::Malformed { reason, .. } if reason == SHORTSTR_NOT_UTF8 => (
+            AmqpException::frame_error("Malformed UTF-8 in shortstr"),
+            0,
+            0,
+        ),
         DecodeError::Malformed {
             class_id,
             method_id,
             reason,
         } => (
-            AmqpException::syntax_error(format!("malformed frame: {reason}")),
+            AmqpException::frame_error(format!("cannot decode frame: {reason}")),
             class_id,
             method_id,
         ),
         DecodeError::FrameTooLarge { size, max } => (
             AmqpException::frame_error(format!(
-                "frame size {} larger than negotiated maximum {max}",
-                u64::from(size) + 8
+                "frame payload of {size} bytes is larger than frame_max {}",
+                max.saturating_sub(FRAME_OVERHEAD as u32)
             )),
             0,
             0,
         ),
         DecodeError::UnknownFrameType(t) => (
-            AmqpException::frame_error(format!("unknown frame type {t}")),
+            AmqpException::frame_error(format!("type {t}: unknown_frame")),
             0,
             0,
         ),
         DecodeError::FrameEndMissing => {
-            (AmqpException::frame_error("frame end marker missing"), 0, 0)
+            (AmqpException::frame_error("invalid_frame_end_marker"), 0, 0)
         }
-        ref other => (AmqpException::syntax_error(other.to_string()), 0, 0),
+        ref other => (AmqpException::frame_error(other.to_string()), 0, 0),
     }
 }
 
@@ -340,12 +356,15 @@ impl Connection {
         self.closing_since.unwrap_or_else(Instant::now) + CLOSE_OK_TIMEOUT
     }
 
-    /// Largest frame accepted before tune-ok has set one: the handshake frames are small.
+    /// Largest frame accepted: the negotiated frame_max plus the 8 bytes of overhead, because
+    /// clients that forget the overhead are common and RabbitMQ tolerates them. Before tune-ok
+    /// the server's own frame_max applies.
     fn decode_frame_max(&self) -> u32 {
-        match self.state {
+        let frame_max = match self.state {
             State::AwaitingStartOk | State::AwaitingTuneOk => self.session.config.frame_max_bytes,
             _ => self.session.frame_max,
-        }
+        };
+        frame_max.saturating_add(FRAME_OVERHEAD as u32)
     }
 
     async fn handle_input(&mut self, input: &mut BytesMut) {
@@ -362,6 +381,10 @@ impl Connection {
                 }
             }
         }
+        self.flush_confirms();
+    }
+
+    fn flush_confirms(&mut self) {
         for channel in self.channels.values_mut() {
             channel.flush_confirms(&mut self.session);
         }
@@ -565,45 +588,41 @@ impl Connection {
         }
         match frame {
             Frame::Method { method, .. } => self.handle_channel_method(channel_id, method).await,
-            Frame::Header { header, .. } => {
-                self.with_channel(channel_id, 0, 0, |channel, session| {
+            Frame::Header { header, .. } => self
+                .with_content_channel(channel_id, |channel, session| {
                     channel.handle_content_header(header, session)
-                })
-            }
-            Frame::Body { payload, .. } => {
-                self.with_channel(channel_id, 0, 0, |channel, session| {
+                }),
+            Frame::Body { payload, .. } => self
+                .with_content_channel(channel_id, |channel, session| {
                     channel.handle_content_body(payload, session)
-                })
-            }
+                }),
             Frame::Heartbeat { .. } => self.close_with(
-                AmqpException::frame_error("heartbeat frame on a non-zero channel"),
+                AmqpException::unexpected_frame(format!("heartbeat frame on channel {channel_id}")),
                 0,
                 0,
             ),
         }
     }
 
-    /// Runs a content-frame handler on an open channel and turns its error into a close.
-    fn with_channel(
+    /// Runs a content-frame handler and turns its error into a close. Errors that complete a
+    /// publish name basic.publish, as RabbitMQ does.
+    fn with_content_channel(
         &mut self,
         channel_id: u16,
-        class_id: u16,
-        method_id: u16,
         f: impl FnOnce(&mut Channel, &mut Session) -> Result<(), AmqpException>,
     ) {
         let Some(channel) = self.channels.get_mut(&channel_id) else {
-            self.close_with(
-                AmqpException::channel_error(format!(
-                    "unexpected content frame on channel {channel_id}"
-                )),
-                class_id,
-                method_id,
-            );
+            self.close_with(unexpected_content(), 0, 0);
             return;
         };
         if channel.is_closing() {
             return;
         }
+        let (class_id, method_id) = if channel.expecting_content() {
+            (BasicPublish::CLASS_ID, BasicPublish::METHOD_ID)
+        } else {
+            (0, 0)
+        };
         if let Err(error) = f(channel, &mut self.session) {
             self.channel_failed(channel_id, error, class_id, method_id);
         }
@@ -624,10 +643,7 @@ impl Connection {
             other => {
                 let (class_id, method_id) = (other.class_id(), other.method_id());
                 self.close_with(
-                    AmqpException::command_invalid(format!(
-                        "unexpected method '{}' on channel 0",
-                        other.name()
-                    )),
+                    AmqpException::channel_error("unexpected method in connection state running"),
                     class_id,
                     method_id,
                 );
@@ -637,35 +653,27 @@ impl Connection {
 
     async fn handle_channel_method(&mut self, channel_id: u16, method: Method) {
         let (class_id, method_id) = (method.class_id(), method.method_id());
+        if class_id == ConnectionStart::CLASS_ID {
+            self.close_with(
+                AmqpException::command_invalid("unimplemented method"),
+                class_id,
+                method_id,
+            );
+            return;
+        }
+        if let Method::ChannelOpen(_) = method {
+            self.open_channel(channel_id, class_id, method_id);
+            return;
+        }
+        let Some(channel) = self.channels.get_mut(&channel_id) else {
+            self.close_with(
+                AmqpException::channel_error("expected 'channel.open'"),
+                class_id,
+                method_id,
+            );
+            return;
+        };
         match method {
-            Method::ChannelOpen(_) => {
-                if self.channels.contains_key(&channel_id) {
-                    self.close_with(
-                        AmqpException::channel_error("second 'channel.open' seen"),
-                        class_id,
-                        method_id,
-                    );
-                    return;
-                }
-                if self.channels.len() >= usize::from(self.channel_max) {
-                    self.close_with(
-                        AmqpException::not_allowed(format!(
-                            "number of channels opened ({}) has reached the negotiated channel_max ({})",
-                            self.channels.len(),
-                            self.channel_max
-                        )),
-                        0,
-                        0,
-                    );
-                    return;
-                }
-                let Some(vhost) = self.vhost.clone() else {
-                    return;
-                };
-                self.channels
-                    .insert(channel_id, Channel::new(channel_id, vhost, &self.session));
-                self.session.send_method(channel_id, ChannelOpenOk {});
-            }
             Method::ChannelClose(_) => {
                 if let Some(mut channel) = self.channels.remove(&channel_id) {
                     channel.release(&mut self.session);
@@ -673,33 +681,53 @@ impl Connection {
                 self.session.send_method(channel_id, ChannelCloseOk {});
             }
             Method::ChannelCloseOk(_) => {
-                if self
-                    .channels
-                    .get(&channel_id)
-                    .is_some_and(Channel::is_closing)
-                {
+                if channel.is_closing() {
                     self.channels.remove(&channel_id);
                 }
             }
+            _ if channel.is_closing() => {}
+            _ if channel.expecting_content() => {
+                let error = channel.unexpected_method_error();
+                self.close_with(error, BasicPublish::CLASS_ID, BasicPublish::METHOD_ID);
+            }
             method => {
-                let Some(channel) = self.channels.get_mut(&channel_id) else {
-                    self.close_with(
-                        AmqpException::channel_error(format!(
-                            "expected 'channel.open' on channel {channel_id}"
-                        )),
-                        class_id,
-                        method_id,
-                    );
-                    return;
-                };
-                if channel.is_closing() {
-                    return;
-                }
                 if let Err(error) = channel.handle_method(method, &mut self.session).await {
                     self.channel_failed(channel_id, error, class_id, method_id);
                 }
             }
         }
+    }
+
+    fn open_channel(&mut self, channel_id: u16, class_id: u16, method_id: u16) {
+        if self.channels.contains_key(&channel_id) {
+            self.close_with(
+                AmqpException::channel_error("second 'channel.open' seen"),
+                class_id,
+                method_id,
+            );
+            return;
+        }
+        if self.channels.len() >= usize::from(self.channel_max) {
+            self.close_with(
+                AmqpException::not_allowed(format!(
+                    "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                    self.channels.len(),
+                    self.channel_max
+                )),
+                0,
+                0,
+            );
+            return;
+        }
+        let Some(vhost) = self.vhost.clone() else {
+            return;
+        };
+        self.channel_serial += 1;
+        self.channels.insert(
+            channel_id,
+            Channel::new(channel_id, self.channel_serial, vhost),
+        );
+        self.session.send_method(channel_id, ChannelOpenOk {});
     }
 
     /// A channel's handler failed: close the channel, or the connection for connection errors.
@@ -754,6 +782,11 @@ impl Connection {
                 Some(channel) => channel.deliver(delivery, &mut self.session),
                 None => Channel::return_undelivered(delivery),
             },
+            ConnectionEvent::Confirm { channel, seq, ack } => {
+                if let Some(open) = self.channels.get_mut(&channel.channel_id) {
+                    open.confirm_settled(channel.serial, seq, ack);
+                }
+            }
             ConnectionEvent::ConsumerCancelled {
                 channel_id,
                 consumer_tag,

@@ -3,13 +3,14 @@
 
 mod state;
 
-pub use state::{Delivery, MessageId, QueueState, QueuedMessage};
+pub use state::{Delivery, MessageId, Overflow, Publish, QueueLimits, QueueState, QueuedMessage};
 
 use std::sync::{Arc, Weak};
 
 use amqp::{FieldTable, ShortStr};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::confirm::ConfirmToken;
 use crate::consumer::{ConnectionEvent, Consumer, DeliveryEvent};
 use crate::error::{AmqpException, AmqpResult};
 use crate::message::Message;
@@ -25,6 +26,8 @@ pub struct QueueConfig {
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// Read from `arguments` once, at declaration.
+    pub limits: QueueLimits,
 }
 
 /// What everyone but the owner task holds: the queue's name and properties, and its inbox.
@@ -43,7 +46,12 @@ pub struct QueueStats {
 }
 
 pub enum QueueCommand {
-    Publish(Arc<Message>),
+    Publish {
+        message: Arc<Message>,
+        /// Present when the publisher waits for this queue's answer (confirm mode and the
+        /// queue may refuse the message).
+        confirm: Option<ConfirmToken>,
+    },
     Consume {
         consumer: Consumer,
         reply: oneshot::Sender<AmqpResult<()>>,
@@ -91,7 +99,7 @@ impl QueueHandle {
             commands,
         });
         let task = QueueTask {
-            state: QueueState::new(),
+            state: QueueState::with_limits(handle.config.limits),
             handle: Arc::downgrade(&handle),
             vhost,
         };
@@ -178,8 +186,10 @@ impl QueueTask {
 
     fn handle_command(&mut self, command: QueueCommand) -> Flow {
         match command {
-            QueueCommand::Publish(message) => {
-                self.state.publish(message);
+            QueueCommand::Publish { message, confirm } => {
+                if let (Publish::Rejected, Some(token)) = (self.state.publish(message), confirm) {
+                    token.reject();
+                }
             }
             QueueCommand::Consume { consumer, reply } => {
                 let result = self.check_consume(&consumer);

@@ -27,9 +27,56 @@ pub struct Delivery<'a> {
     pub message: QueuedMessage,
 }
 
+/// What a queue does when a publish would take it past its length limit (`x-overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    #[default]
+    DropHead,
+    RejectPublish,
+    RejectPublishDlx,
+}
+
+/// Length limits on ready messages (`x-max-length`, `x-max-length-bytes`); unacknowledged
+/// messages do not count, as in RabbitMQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueLimits {
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+}
+
+impl QueueLimits {
+    fn is_full(&self, count: usize, bytes: u64) -> bool {
+        self.max_length.is_some_and(|max| count as u64 >= max)
+            || self.max_length_bytes.is_some_and(|max| bytes >= max)
+    }
+
+    fn is_over(&self, count: usize, bytes: u64) -> bool {
+        self.max_length.is_some_and(|max| count as u64 > max)
+            || self.max_length_bytes.is_some_and(|max| bytes > max)
+    }
+
+    /// Whether a publish may be refused, so that its confirm must wait for the queue.
+    pub fn may_reject(&self) -> bool {
+        self.overflow != Overflow::DropHead
+            && (self.max_length.is_some() || self.max_length_bytes.is_some())
+    }
+}
+
+/// The result of offering a message to a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    Accepted(MessageId),
+    /// Refused by `x-overflow = reject-publish`: the publisher gets basic.nack.
+    Rejected,
+}
+
 #[derive(Default)]
 pub struct QueueState {
+    limits: QueueLimits,
     ready: VecDeque<QueuedMessage>,
+    /// Body bytes of the ready messages, for `x-max-length-bytes`.
+    ready_bytes: u64,
     unacked: HashMap<MessageId, QueuedMessage>,
     consumers: Vec<Consumer>,
     /// Index of the consumer after the one that got the last delivery (round robin).
@@ -44,15 +91,52 @@ impl QueueState {
         Self::default()
     }
 
-    pub fn publish(&mut self, message: Arc<Message>) -> MessageId {
+    pub fn with_limits(limits: QueueLimits) -> Self {
+        QueueState {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a message at the tail, applying the length limits: the oldest ready messages are
+    /// dropped (drop-head), or the new one is refused (reject-publish).
+    pub fn publish(&mut self, message: Arc<Message>) -> Publish {
+        let size = message.body_size();
+        if self.limits.overflow != Overflow::DropHead
+            && self.limits.is_full(self.ready.len(), self.ready_bytes)
+        {
+            return Publish::Rejected;
+        }
         let id = self.next_id;
         self.next_id += 1;
+        self.ready_bytes += size;
         self.ready.push_back(QueuedMessage {
             id,
             message,
             redelivered: false,
         });
-        id
+        while self.limits.is_over(self.ready.len(), self.ready_bytes) {
+            if self.pop_ready().is_none() {
+                break;
+            }
+        }
+        Publish::Accepted(id)
+    }
+
+    fn pop_ready(&mut self) -> Option<QueuedMessage> {
+        let message = self.ready.pop_front()?;
+        self.ready_bytes -= message.message.body_size();
+        Some(message)
+    }
+
+    fn insert_ready(&mut self, message: QueuedMessage) {
+        self.ready_bytes += message.message.body_size();
+        let at = self.ready.partition_point(|m| m.id < message.id);
+        self.ready.insert(at, message);
+    }
+
+    pub fn limits(&self) -> &QueueLimits {
+        &self.limits
     }
 
     pub fn message_count(&self) -> u32 {
@@ -115,7 +199,7 @@ impl QueueState {
         }
         let index = self.pick_consumer()?;
         self.next_consumer = (index + 1) % self.consumers.len();
-        let message = self.ready.pop_front()?;
+        let message = self.pop_ready()?;
         let consumer = &self.consumers[index];
         if !consumer.no_ack {
             self.unacked.insert(message.id, message.clone());
@@ -144,7 +228,7 @@ impl QueueState {
 
     /// basic.get: the oldest ready message, and how many remain after it.
     pub fn get(&mut self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
-        let message = self.ready.pop_front()?;
+        let message = self.pop_ready()?;
         if !no_ack {
             self.unacked.insert(message.id, message.clone());
         }
@@ -164,8 +248,7 @@ impl QueueState {
         for id in ids {
             if let Some(mut message) = self.unacked.remove(id) {
                 message.redelivered |= redelivered;
-                let at = self.ready.partition_point(|m| m.id < message.id);
-                self.ready.insert(at, message);
+                self.insert_ready(message);
             }
         }
     }
@@ -174,6 +257,7 @@ impl QueueState {
     pub fn purge(&mut self) -> u32 {
         let n = self.ready.len() as u32;
         self.ready.clear();
+        self.ready_bytes = 0;
         n
     }
 
@@ -199,6 +283,53 @@ mod tests {
             body: Bytes::from(vec![n]),
             persistent: false,
         })
+    }
+
+    fn accepted(p: Publish) -> MessageId {
+        match p {
+            Publish::Accepted(id) => id,
+            Publish::Rejected => panic!("rejected"),
+        }
+    }
+
+    #[test]
+    fn drop_head_keeps_the_newest_within_max_length() {
+        let mut q = QueueState::with_limits(QueueLimits {
+            max_length: Some(2),
+            ..QueueLimits::default()
+        });
+        for i in 0..4 {
+            accepted(q.publish(msg(i)));
+        }
+        let bodies: Vec<u8> = std::iter::from_fn(|| q.get(true))
+            .map(|(m, _)| body(&m))
+            .collect();
+        assert_eq!(bodies, vec![2, 3]);
+    }
+
+    #[test]
+    fn reject_publish_refuses_when_full_by_count_or_bytes() {
+        let mut q = QueueState::with_limits(QueueLimits {
+            max_length: Some(1),
+            overflow: Overflow::RejectPublish,
+            ..QueueLimits::default()
+        });
+        accepted(q.publish(msg(1)));
+        assert_eq!(q.publish(msg(2)), Publish::Rejected);
+        let mut q = QueueState::with_limits(QueueLimits {
+            max_length_bytes: Some(2),
+            overflow: Overflow::RejectPublish,
+            ..QueueLimits::default()
+        });
+        accepted(q.publish(msg(1)));
+        accepted(q.publish(msg(2)));
+        assert_eq!(
+            q.publish(msg(3)),
+            Publish::Rejected,
+            "2 bytes of bodies fill it"
+        );
+        q.get(true);
+        accepted(q.publish(msg(4)));
     }
 
     fn body(m: &QueuedMessage) -> u8 {
@@ -228,7 +359,9 @@ mod tests {
         let mut q = QueueState::new();
         let (a, credit) = test_consumer("a", 1, false);
         q.add_consumer(a);
-        let first = q.publish(msg(1));
+        let Publish::Accepted(first) = q.publish(msg(1)) else {
+            panic!()
+        };
         q.publish(msg(2));
         assert!(q.next_delivery().is_some());
         assert!(q.next_delivery().is_none(), "prefetch 1 holds the second");
@@ -261,7 +394,7 @@ mod tests {
     #[test]
     fn requeue_restores_original_order_with_redelivered() {
         let mut q = QueueState::new();
-        let ids: Vec<_> = (0..3).map(|i| q.publish(msg(i))).collect();
+        let ids: Vec<_> = (0..3).map(|i| accepted(q.publish(msg(i)))).collect();
         let (m0, _) = q.get(false).unwrap();
         let (m1, _) = q.get(false).unwrap();
         q.requeue(&[m1.id, m0.id], true);
@@ -280,7 +413,7 @@ mod tests {
             let mut unacked: Vec<MessageId> = vec![];
             for (n, op) in ops.into_iter().enumerate() {
                 match op {
-                    0 => { ready.push_back(q.publish(msg(n as u8))); }
+                    0 => { ready.push_back(accepted(q.publish(msg(n as u8)))); }
                     1 => {
                         let got = q.get(false).map(|(m, left)| (m.id, left));
                         let expected = ready.pop_front().map(|id| (id, ready.len() as u32));
