@@ -408,7 +408,12 @@ async fn client_close_gets_close_ok_then_the_socket_closes() {
     within("connection.close", conn.close(200, "bye".into()))
         .await
         .expect("close");
-    assert!(conn.status().closed());
+    // lapin resolves close() on close-ok and marks the status closed right after.
+    eventually("lapin sees the connection closed", || {
+        let closed = conn.status().closed();
+        async move { closed }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
