@@ -4,6 +4,7 @@
 pub mod confirm;
 pub mod consumer;
 pub mod credit;
+pub mod durability;
 pub mod error;
 pub mod exchange;
 pub mod message;
@@ -13,5 +14,8 @@ pub mod users;
 pub mod vhost;
 
 pub use error::{AmqpException, AmqpResult, Scope};
+
+/// The version written as `rabbit_version` in exported definitions.
+pub const RABBIT_VERSION: &str = env!("CARGO_PKG_VERSION");
 mod broker;
 pub use broker::{Broker, ReplyConsumer};

@@ -76,6 +76,15 @@ impl Users {
         users
     }
 
+    /// Replaces every user (definitions restored at startup or imported).
+    pub fn replace_all(&self, users: impl IntoIterator<Item = User>) {
+        let mut map = self.users.write();
+        map.clear();
+        for user in users {
+            map.insert(user.name.clone(), user);
+        }
+    }
+
     pub fn add(&self, user: User) {
         self.users.write().insert(user.name.clone(), user);
     }

@@ -8,6 +8,9 @@ use amqp::{BasicProperties, FieldTable, FieldValue, ShortStr};
 use bytes::Bytes;
 use parking_lot::RwLock;
 
+use store::{BindingDef, ExchangeDef, QueueDef};
+
+use crate::durability::Durability;
 use crate::error::{AmqpException, AmqpResult};
 use crate::exchange::{BindingKey, ExchangeKind, Router};
 use crate::message::{property_flag, property_flags};
@@ -102,6 +105,8 @@ pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 pub struct VHost {
     name: String,
+    /// Where durable definitions and messages go; `None` for a broker without a data dir.
+    durability: Option<Arc<Durability>>,
     exchanges: RwLock<HashMap<ShortStr, Arc<Exchange>>>,
     queues: RwLock<HashMap<ShortStr, QueueRef>>,
     self_ref: Weak<VHost>,
@@ -122,8 +127,13 @@ fn bool_text(b: bool) -> &'static str {
 impl VHost {
     /// A vhost with the default exchange and the predeclared `amq.*` exchanges.
     pub fn new(name: &str) -> Arc<VHost> {
+        Self::with_durability(name, None)
+    }
+
+    pub fn with_durability(name: &str, durability: Option<Arc<Durability>>) -> Arc<VHost> {
         let vhost = Arc::new_cyclic(|self_ref| VHost {
             name: name.to_string(),
+            durability,
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
             self_ref: self_ref.clone(),
@@ -212,6 +222,10 @@ impl VHost {
             d.arguments.clone(),
         );
         exchanges.insert(d.name.clone(), Arc::new(exchange));
+        drop(exchanges);
+        if d.durable {
+            self.definitions_changed();
+        }
         Ok(())
     }
 
@@ -316,10 +330,14 @@ impl VHost {
                 self.name
             )));
         }
+        let durable = exchange.durable;
         exchanges.remove(name);
         let destination = Destination::Exchange(ShortStr::new(name).unwrap_or_default());
         drop(exchanges);
         self.remove_bindings_to(&destination);
+        if durable {
+            self.definitions_changed();
+        }
         Ok(())
     }
 
@@ -342,8 +360,36 @@ impl VHost {
 
     fn auto_delete_exchange(&self, name: &ShortStr) {
         let removed = self.exchanges.write().remove(name.as_str());
-        if removed.is_some() {
+        if let Some(exchange) = removed {
             self.remove_bindings_to(&Destination::Exchange(name.clone()));
+            if exchange.durable {
+                self.definitions_changed();
+            }
+        }
+    }
+
+    fn definitions_changed(&self) {
+        if let Some(durability) = &self.durability {
+            durability.definitions_changed();
+        }
+    }
+
+    /// Whether a binding's destination outlives a restart (so the binding must too).
+    pub fn is_durable_destination(&self, destination: &Destination) -> bool {
+        match destination {
+            Destination::Queue(name) => self
+                .queues
+                .read()
+                .get(name.as_str())
+                .is_some_and(|q| q.is_persistent_definition()),
+            Destination::Exchange(name) => self.exchange(name).is_some_and(|x| x.durable),
+        }
+    }
+
+    /// A binding change between durable ends must reach definitions.json.
+    fn binding_changed(&self, source: &Exchange, destination: &Destination) {
+        if source.durable && self.is_durable_destination(destination) {
+            self.definitions_changed();
         }
     }
 
@@ -369,7 +415,11 @@ impl VHost {
         router
             .validate_binding(routing_key, arguments)
             .map_err(AmqpException::precondition_failed)?;
-        router.bind(destination, routing_key, arguments);
+        let added = router.bind(destination.clone(), routing_key, arguments);
+        drop(router);
+        if added {
+            self.binding_changed(&source, &destination);
+        }
         Ok(())
     }
 
@@ -382,10 +432,14 @@ impl VHost {
     ) -> AmqpResult<()> {
         let source = self.bindable_source(exchange)?;
         let destination = Destination::Queue(queue.name.clone());
-        let emptied = {
+        let (removed, emptied) = {
             let mut router = source.router.write();
-            router.unbind(&destination, routing_key, arguments) && !router.has_bindings()
+            let removed = router.unbind(&destination, routing_key, arguments);
+            (removed, removed && !router.has_bindings())
         };
+        if removed {
+            self.binding_changed(&source, &destination);
+        }
         if emptied && source.auto_delete {
             self.auto_delete_exchange(&source.name);
         }
@@ -406,7 +460,11 @@ impl VHost {
         router
             .validate_binding(routing_key, arguments)
             .map_err(AmqpException::precondition_failed)?;
-        router.bind(destination, routing_key, arguments);
+        let added = router.bind(destination.clone(), routing_key, arguments);
+        drop(router);
+        if added {
+            self.binding_changed(&source, &destination);
+        }
         Ok(())
     }
 
@@ -420,10 +478,14 @@ impl VHost {
         let destination_exchange = self.bindable_source(destination)?;
         let source = self.bindable_source(source)?;
         let destination = Destination::Exchange(destination_exchange.name.clone());
-        let emptied = {
+        let (removed, emptied) = {
             let mut router = source.router.write();
-            router.unbind(&destination, routing_key, arguments) && !router.has_bindings()
+            let removed = router.unbind(&destination, routing_key, arguments);
+            (removed, removed && !router.has_bindings())
         };
+        if removed {
+            self.binding_changed(&source, &destination);
+        }
         if emptied && source.auto_delete {
             self.auto_delete_exchange(&source.name);
         }
@@ -499,9 +561,17 @@ impl VHost {
             arguments: d.arguments.clone(),
             limits,
         };
-        let queue = QueueHandle::spawn(name.clone(), config, self.self_ref.clone());
+        let queue = QueueHandle::spawn(
+            name.clone(),
+            config,
+            self.self_ref.clone(),
+            self.durability.clone(),
+        );
         queues.insert(name, queue.clone());
         drop(queues);
+        if queue.is_persistent_definition() {
+            self.definitions_changed();
+        }
         // Every queue is bound to the default exchange implicitly; routing looks it up by name.
         Ok(queue)
     }
@@ -556,6 +626,81 @@ impl VHost {
             }
         }
         self.remove_bindings_to(&Destination::Queue(queue.name.clone()));
+        if queue.is_persistent_definition() {
+            self.definitions_changed();
+        }
+    }
+
+    /// Recreates a durable exchange from definitions (startup or import).
+    pub fn restore_exchange(&self, def: &ExchangeDef, arguments: FieldTable) -> AmqpResult<()> {
+        let name = ShortStr::new(def.name.as_str())
+            .map_err(|_| AmqpException::precondition_failed("exchange name too long"))?;
+        let kind = ExchangeKind::parse(&def.exchange_type).ok_or_else(|| {
+            AmqpException::precondition_failed(format!(
+                "unknown exchange type '{}'",
+                def.exchange_type
+            ))
+        })?;
+        let exchange = Exchange::new(
+            name.clone(),
+            kind,
+            def.durable,
+            def.auto_delete,
+            def.internal,
+            arguments,
+        );
+        self.exchanges
+            .write()
+            .entry(name)
+            .or_insert_with(|| Arc::new(exchange));
+        Ok(())
+    }
+
+    /// Recreates a durable queue from definitions; its task recovers the logged messages.
+    pub fn restore_queue(&self, def: &QueueDef, arguments: FieldTable) -> AmqpResult<()> {
+        let name = ShortStr::new(def.name.as_str())
+            .map_err(|_| AmqpException::precondition_failed("queue name too long"))?;
+        let limits = queue_limits(&arguments).map_err(|(arg, detail)| {
+            AmqpException::precondition_failed(format!("invalid arg '{arg}': {detail}"))
+        })?;
+        let mut queues = self.queues.write();
+        if queues.contains_key(name.as_str()) {
+            return Ok(());
+        }
+        let config = QueueConfig {
+            durable: def.durable,
+            exclusive_owner: None,
+            auto_delete: def.auto_delete,
+            arguments,
+            limits,
+        };
+        let queue = QueueHandle::spawn(
+            name.clone(),
+            config,
+            self.self_ref.clone(),
+            self.durability.clone(),
+        );
+        queues.insert(name, queue);
+        Ok(())
+    }
+
+    pub fn restore_binding(&self, def: &BindingDef, arguments: &FieldTable) -> AmqpResult<()> {
+        let routing_key = ShortStr::new(def.routing_key.as_str())
+            .map_err(|_| AmqpException::precondition_failed("routing key too long"))?;
+        match def.destination_type.as_str() {
+            "queue" => {
+                let queue = self.queue(&def.destination, 0)?;
+                self.bind_queue(&queue, &def.source, &routing_key, arguments)
+            }
+            _ => self.bind_exchange(&def.destination, &def.source, &routing_key, arguments),
+        }
+    }
+
+    /// Stops every queue, closing their logs cleanly.
+    pub async fn shutdown(&self) {
+        for queue in self.queues() {
+            queue.shutdown().await;
+        }
     }
 
     /// Deletes the exclusive queues of a connection that closed.

@@ -296,12 +296,14 @@ impl Channel {
                     },
                     m.passive,
                 )?;
+                definitions_on_disk(session).await?;
                 if !m.no_wait {
                     session.send_method(ch, ExchangeDeclareOk {});
                 }
             }
             Method::ExchangeDelete(m) => {
                 self.vhost.delete_exchange(&m.exchange, m.if_unused)?;
+                definitions_on_disk(session).await?;
                 if !m.no_wait {
                     session.send_method(ch, ExchangeDeleteOk {});
                 }
@@ -313,6 +315,7 @@ impl Channel {
                     &m.routing_key,
                     &m.arguments,
                 )?;
+                definitions_on_disk(session).await?;
                 if !m.no_wait {
                     session.send_method(ch, ExchangeBindOk {});
                 }
@@ -324,6 +327,7 @@ impl Channel {
                     &m.routing_key,
                     &m.arguments,
                 )?;
+                definitions_on_disk(session).await?;
                 if !m.no_wait {
                     session.send_method(ch, ExchangeUnbindOk {});
                 }
@@ -358,6 +362,7 @@ impl Channel {
                     self.session_id(session),
                 )?;
                 self.last_queue = Some(queue.name.clone());
+                definitions_on_disk(session).await?;
                 if !m.no_wait {
                     let stats = queue.stats().await?;
                     session.send_method(
@@ -374,6 +379,7 @@ impl Channel {
                 let queue = self.existing_queue(&m.queue, session)?;
                 self.vhost
                     .bind_queue(&queue, &m.exchange, &m.routing_key, &m.arguments)?;
+                definitions_on_disk(session).await?;
                 if !m.no_wait {
                     session.send_method(ch, QueueBindOk {});
                 }
@@ -382,6 +388,7 @@ impl Channel {
                 let queue = self.existing_queue(&m.queue, session)?;
                 self.vhost
                     .unbind_queue(&queue, &m.exchange, &m.routing_key, &m.arguments)?;
+                definitions_on_disk(session).await?;
                 session.send_method(ch, QueueUnbindOk {});
             }
             Method::QueuePurge(m) => {
@@ -399,6 +406,7 @@ impl Channel {
                     Err(e) if e.reply_code == reply_code::NOT_FOUND => 0,
                     Err(e) => return Err(e),
                 };
+                definitions_on_disk(session).await?;
                 if !m.no_wait {
                     session.send_method(ch, QueueDeleteOk { message_count });
                 }
@@ -998,7 +1006,7 @@ impl Channel {
         };
         let waiting = routed
             .iter()
-            .filter(|q| q.config.limits.may_reject())
+            .filter(|q| q.confirms_wait_for(&message))
             .count() as u32;
         if waiting == 0 {
             confirms.push(Outcome::Ack);
@@ -1017,7 +1025,7 @@ impl Channel {
         };
         let mut tokens = ConfirmToken::split(key, seq, waiting, &session.sink);
         for queue in routed.drain(..) {
-            let confirm = if queue.config.limits.may_reject() {
+            let confirm = if queue.confirms_wait_for(&message) {
                 tokens.pop()
             } else {
                 None
@@ -1147,6 +1155,14 @@ fn check_user_id(properties: &Bytes, username: &str) -> AmqpResult<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Waits until the definitions changed by the method being handled are on disk, so that its
+/// -ok promises a durable result.
+async fn definitions_on_disk(session: &Session) -> AmqpResult<()> {
+    session.broker.definitions_synced().await.map_err(|error| {
+        AmqpException::internal_error(format!("cannot write definitions: {error}"))
+    })
 }
 
 fn not_transactional() -> AmqpException {

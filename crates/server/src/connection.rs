@@ -29,6 +29,8 @@ const OUTPUT_HIGH_WATER_BYTES: usize = 1 << 20;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// How long we wait for connection.close-ok after sending connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long we wait for the peer to close the socket after the last frame.
+const LINGER_AFTER_CLOSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -133,14 +135,21 @@ pub(crate) async fn serve(
     let mut heartbeat = HeartbeatTimer::default();
     let mut stopping = false;
 
+    // Once the last frame (close or close-ok) is written, the peer closes the socket, as it
+    // does with RabbitMQ; we read and discard until it does, for a while. Closing first, with
+    // unread input, would make the kernel send a reset that can destroy that last frame.
+    let mut hung_up_at: Option<Instant> = None;
     loop {
         if connection.state == State::Closed && connection.session.out.is_empty() {
-            break;
+            if stopping {
+                break;
+            }
+            hung_up_at.get_or_insert_with(Instant::now);
         }
         let want_events = connection.session.out.len() < OUTPUT_HIGH_WATER_BYTES
             && connection.state == State::Open;
-        let reading = connection.state != State::Closed;
         let closing_deadline = connection.closing_deadline();
+        let linger_deadline = hung_up_at.unwrap_or_else(Instant::now) + LINGER_AFTER_CLOSE;
         tokio::select! {
             written = writer.write_buf(&mut connection.session.out), if !connection.session.out.is_empty() => {
                 match written {
@@ -148,9 +157,10 @@ pub(crate) async fn serve(
                     Ok(_) => wrote_since_tick = true,
                 }
             }
-            read = reader.read_buf(&mut input), if reading => {
+            read = reader.read_buf(&mut input) => {
                 match read {
                     Ok(0) | Err(_) => break,
+                    Ok(_) if connection.state == State::Closed => input.clear(),
                     Ok(_) => {
                         last_read = Instant::now();
                         connection.handle_input(&mut input).await;
@@ -188,6 +198,7 @@ pub(crate) async fn serve(
                 tracing::info!(peer = %connection.peer, "handshake timed out");
                 break;
             }
+            _ = tokio::time::sleep_until(linger_deadline), if hung_up_at.is_some() => break,
             _ = tokio::time::sleep_until(closing_deadline), if connection.state == State::Closing => {
                 connection.state = State::Closed;
             }

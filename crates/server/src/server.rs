@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use broker::durability::Durability;
 use broker::Broker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,13 +24,24 @@ impl Server {
     /// Binds the listener; port 0 picks a free port (see `local_addr`).
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let addr = SocketAddr::new(config.bind, config.port);
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let durability = Durability::on_disk(&config.data_dir)
+            .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;
+        let broker = Broker::open(durability).with_context(|| {
+            format!(
+                "cannot recover from data directory {}",
+                config.data_dir.display()
+            )
+        })?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         Ok(Server {
             listener,
             config: Arc::new(config),
-            broker: Broker::new(),
+            broker,
         })
     }
 

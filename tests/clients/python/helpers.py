@@ -209,3 +209,61 @@ def spawn_client(*args):
         stderr=None,
     )
     return proc, LineReader(proc.stdout)
+
+
+class DataDirBroker(BrokerProcess):
+    """A `warren` child on a data directory the caller owns, so a test can stop it and start
+    another broker on the same state (the port may differ between runs). Its own scratch dir
+    (stderr log) is still temporary and removed by `stop()`; the data directory is not."""
+
+    def __init__(self, data_dir, binary=None):
+        super().__init__(binary)
+        self.data_dir = str(data_dir)
+
+    def start(self):
+        if not (os.path.isfile(self.binary) and os.access(self.binary, os.X_OK)):
+            raise RuntimeError(
+                f"broker binary {self.binary!r} is missing or not executable: build it "
+                "(cargo build -p warren) or set WARREN_BIN"
+            )
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.workdir = tempfile.mkdtemp(prefix="warren-pika-run-")
+        with open(os.path.join(self.workdir, "stderr.log"), "wb") as stderr:
+            self.proc = subprocess.Popen(
+                [self.binary, "--bind", "127.0.0.1", "--port", "0", "--data-dir", self.data_dir],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
+        self.stdout = LineReader(self.proc.stdout)
+        try:
+            line = self.stdout.wait_for(
+                lambda text: READY_PATTERN.search(text) is not None,
+                BROKER_READY_TIMEOUT_S,
+                "the 'listening on ...:<port>' line",
+            )
+        except AssertionError as e:
+            tail = self._stderr_tail()
+            self.stop()
+            raise RuntimeError(f"{e}{tail}") from None
+        except BaseException:
+            self.stop()
+            raise
+        self.port = int(READY_PATTERN.search(line).group(1))
+        return self
+
+    def terminate(self, timeout=BROKER_STOP_TIMEOUT_S):
+        """SIGTERM (the way `service ... stop` stops it); returns the exit code, or None if
+        it had to be killed after `timeout`. Cleans up like `stop()`."""
+        code = None
+        if self.proc is not None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                code = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                code = None
+        self.stop()
+        return code

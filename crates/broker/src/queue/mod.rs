@@ -8,10 +8,13 @@ pub use state::{Delivery, MessageId, Overflow, Publish, QueueLimits, QueueState,
 use std::sync::{Arc, Weak};
 
 use amqp::{FieldTable, ShortStr};
+use bytes::Bytes;
+use store::{Payload, QueueLog, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::confirm::ConfirmToken;
 use crate::consumer::{ConnectionEvent, Consumer, DeliveryEvent};
+use crate::durability::Durability;
 use crate::error::{AmqpException, AmqpResult};
 use crate::message::Message;
 use crate::vhost::VHost;
@@ -35,6 +38,9 @@ pub struct QueueConfig {
 pub struct QueueHandle {
     pub name: ShortStr,
     pub config: QueueConfig,
+    /// Whether persistent messages are written to a log (a durable, non-exclusive queue of
+    /// a broker with a data directory): their confirms then wait for the fsync.
+    pub logged: bool,
     commands: mpsc::UnboundedSender<QueueCommand>,
 }
 
@@ -81,6 +87,8 @@ pub enum QueueCommand {
         if_empty: bool,
         reply: oneshot::Sender<AmqpResult<u32>>,
     },
+    /// The broker is stopping: close the log cleanly and stop.
+    Shutdown(oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for QueueCommand {
@@ -90,11 +98,20 @@ impl std::fmt::Debug for QueueCommand {
 }
 
 impl QueueHandle {
-    /// Starts the owner task of a new queue and returns its handle.
-    pub fn spawn(name: ShortStr, config: QueueConfig, vhost: Weak<VHost>) -> QueueRef {
+    /// Starts the owner task of a new queue and returns its handle. With `durability`, a
+    /// durable non-exclusive queue keeps its persistent messages in a log, recovering what
+    /// the log already holds before it serves any command.
+    pub fn spawn(
+        name: ShortStr,
+        config: QueueConfig,
+        vhost: Weak<VHost>,
+        durability: Option<Arc<Durability>>,
+    ) -> QueueRef {
         let (commands, inbox) = mpsc::unbounded_channel();
+        let durability = durability.filter(|_| config.durable && config.exclusive_owner.is_none());
         let handle = Arc::new(QueueHandle {
             name,
+            logged: durability.is_some(),
             config,
             commands,
         });
@@ -102,9 +119,31 @@ impl QueueHandle {
             state: QueueState::with_limits(handle.config.limits),
             handle: Arc::downgrade(&handle),
             vhost,
+            log: None,
+            awaiting_commit: Vec::new(),
+            log_dirty: false,
+            outgoing: Vec::new(),
         };
-        tokio::spawn(task.run(inbox));
+        let vhost_name = task.vhost_name();
+        let queue_name = handle.name.to_string();
+        tokio::spawn(async move {
+            let mut task = task;
+            if let Some(durability) = durability {
+                task.open_log(&durability, &vhost_name, &queue_name).await;
+            }
+            task.run(inbox).await
+        });
         handle
+    }
+
+    /// Whether this queue must answer before a publish of `message` is confirmed.
+    pub fn confirms_wait_for(&self, message: &Message) -> bool {
+        self.config.limits.may_reject() || (self.logged && message.persistent)
+    }
+
+    /// Stops the queue at broker shutdown, its log closed cleanly.
+    pub async fn shutdown(&self) {
+        let _ = self.request(QueueCommand::Shutdown).await;
     }
 
     /// Sends a command; a queue that is gone silently drops it, like a deleted RabbitMQ queue.
@@ -114,6 +153,12 @@ impl QueueHandle {
 
     pub fn is_exclusive(&self) -> bool {
         self.config.exclusive_owner.is_some()
+    }
+
+    /// Whether the queue outlives a restart: durable and not exclusive (RabbitMQ deletes
+    /// exclusive queues with their connection, so never recovers them).
+    pub fn is_persistent_definition(&self) -> bool {
+        self.config.durable && self.config.exclusive_owner.is_none()
     }
 
     async fn request<T>(
@@ -161,6 +206,14 @@ struct QueueTask {
     state: QueueState,
     handle: Weak<QueueHandle>,
     vhost: Weak<VHost>,
+    log: Option<QueueLog>,
+    /// Confirms of persistent publishes appended in this batch: answered after the fsync.
+    awaiting_commit: Vec<ConfirmToken>,
+    /// Appends or acks since the last flush: written to the OS at the end of the batch, so a
+    /// process kill loses nothing that was taken in.
+    log_dirty: bool,
+    /// Deliveries of a batch, sent only after their delivered marks are written.
+    outgoing: Vec<(crate::consumer::ConnectionSink, ConnectionEvent)>,
 }
 
 enum Flow {
@@ -168,29 +221,122 @@ enum Flow {
     Stop,
 }
 
+/// Why the owner task ends.
+enum Stop {
+    Deleted,
+    Shutdown(oneshot::Sender<()>),
+}
+
 const COMMAND_BATCH: usize = 256;
 
+/// The parts a message is logged as; recovery reads them back in this order.
+const PART_EXCHANGE: usize = 0;
+const PART_ROUTING_KEY: usize = 1;
+const PART_PROPERTIES: usize = 2;
+const PART_BODY: usize = 3;
+
+fn message_from_payload(payload: &Payload) -> Option<Message> {
+    let part = |i| payload.part(i);
+    Some(Message {
+        exchange: ShortStr::from_bytes(part(PART_EXCHANGE)?).ok()?,
+        routing_key: ShortStr::from_bytes(part(PART_ROUTING_KEY)?).ok()?,
+        properties: part(PART_PROPERTIES)?,
+        body: part(PART_BODY).unwrap_or_else(Bytes::new),
+        persistent: true,
+    })
+}
+
 impl QueueTask {
+    /// Opens (and recovers) the queue's log. A log that cannot be opened leaves the queue
+    /// running in memory, loudly: losing one queue's durability beats losing the broker.
+    async fn open_log(&mut self, durability: &Arc<Durability>, vhost: &str, queue: &str) {
+        let storage = durability.storage.clone();
+        let dir = durability.queue_dir(vhost, queue);
+        let syncer = durability.syncer();
+        let config = durability.log_config.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let (mut log, recovered) = QueueLog::open(storage, dir, syncer, config)?;
+            let mut messages = Vec::with_capacity(recovered.messages.len());
+            for m in &recovered.messages {
+                let payload = log.read(m.position)?;
+                messages.push((m.id, m.position, m.redelivered, payload));
+            }
+            Ok::<_, StoreError>((log, recovered.next_id, messages))
+        })
+        .await;
+        match opened {
+            Ok(Ok((log, next_id, messages))) => {
+                let count = messages.len();
+                for (id, position, redelivered, payload) in messages {
+                    match message_from_payload(&payload) {
+                        Some(message) => self.state.restore(QueuedMessage {
+                            id,
+                            message: Arc::new(message),
+                            redelivered,
+                            position: Some(position),
+                        }),
+                        None => tracing::warn!(
+                            queue,
+                            id,
+                            "dropping a logged message that does not decode"
+                        ),
+                    }
+                }
+                self.state.reserve_ids_below(next_id);
+                if count > 0 {
+                    tracing::info!(vhost, queue, messages = count, "recovered queue");
+                }
+                self.log = Some(log);
+            }
+            Ok(Err(error)) => {
+                tracing::error!(vhost, queue, %error, "cannot open the queue's log; it is not durable now")
+            }
+            Err(error) => tracing::error!(vhost, queue, %error, "log recovery task failed"),
+        }
+    }
+
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<QueueCommand>) {
         let mut batch = Vec::with_capacity(COMMAND_BATCH);
         while inbox.recv_many(&mut batch, COMMAND_BATCH).await > 0 {
+            let mut stop = None;
             for command in batch.drain(..) {
+                if let QueueCommand::Shutdown(reply) = command {
+                    stop = Some(Stop::Shutdown(reply));
+                    break;
+                }
                 if let Flow::Stop = self.handle_command(command) {
+                    stop = Some(Stop::Deleted);
+                    break;
+                }
+            }
+            self.record_removals();
+            if stop.is_none() {
+                self.deliver_ready();
+            }
+            self.end_batch();
+            match stop {
+                None => {}
+                Some(Stop::Deleted) => {
                     self.cancel_all_consumers();
+                    if let Some(log) = self.log.take() {
+                        let _ = tokio::task::spawn_blocking(move || log.destroy()).await;
+                    }
+                    return;
+                }
+                Some(Stop::Shutdown(reply)) => {
+                    if let Some(log) = self.log.take() {
+                        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+                    }
+                    let _ = reply.send(());
                     return;
                 }
             }
-            self.deliver_ready();
         }
     }
 
     fn handle_command(&mut self, command: QueueCommand) -> Flow {
         match command {
-            QueueCommand::Publish { message, confirm } => {
-                if let (Publish::Rejected, Some(token)) = (self.state.publish(message), confirm) {
-                    token.reject();
-                }
-            }
+            QueueCommand::Publish { message, confirm } => self.publish(message, confirm),
             QueueCommand::Consume { consumer, reply } => {
                 let result = self.check_consume(&consumer);
                 if result.is_ok() {
@@ -211,7 +357,13 @@ impl QueueTask {
                 }
             }
             QueueCommand::Get { no_ack, reply } => {
-                let _ = reply.send(self.state.get(no_ack));
+                let got = self.state.get(no_ack);
+                if let Some((message, _)) = &got {
+                    if !no_ack {
+                        self.mark_delivered(message);
+                    }
+                }
+                let _ = reply.send(got);
             }
             QueueCommand::Ack(ids) | QueueCommand::Discard(ids) => self.state.ack(&ids),
             QueueCommand::Requeue { ids, redelivered } => self.state.requeue(&ids, redelivered),
@@ -226,6 +378,7 @@ impl QueueTask {
             QueueCommand::Purge(reply) => {
                 let _ = reply.send(self.state.purge());
             }
+            QueueCommand::Shutdown(_) => {}
             QueueCommand::Delete {
                 if_unused,
                 if_empty,
@@ -252,6 +405,79 @@ impl QueueTask {
         Flow::Continue
     }
 
+    fn publish(&mut self, message: Arc<Message>, confirm: Option<ConfirmToken>) {
+        let log = &mut self.log;
+        let mut logged = false;
+        let outcome = self.state.publish(message, |id, message| {
+            let Some(log) = log.as_mut().filter(|_| message.persistent) else {
+                return Ok(None);
+            };
+            logged = true;
+            let parts: [&[u8]; 4] = [
+                message.exchange.as_bytes(),
+                message.routing_key.as_bytes(),
+                &message.properties,
+                &message.body,
+            ];
+            log.append(id, true, &parts).map(Some).map_err(|error| {
+                tracing::error!(%error, "cannot log a persistent message; refusing it");
+            })
+        });
+        match (outcome, confirm) {
+            (Publish::Rejected, Some(token)) => token.reject(),
+            (Publish::Accepted(_), Some(token)) if logged => self.awaiting_commit.push(token),
+            _ => {}
+        }
+        self.log_dirty |= logged;
+    }
+
+    /// Notes in the log that a message went to a client (basic.get), written to the OS before
+    /// the reply leaves, so that a crash brings it back as redelivered.
+    fn mark_delivered(&mut self, message: &QueuedMessage) {
+        if let (Some(log), Some(position)) = (&mut self.log, message.position) {
+            if !message.redelivered && log.mark_delivered(message.id, position).is_ok() {
+                let _ = log.flush();
+            }
+        }
+    }
+
+    /// Records in the log the removal of logged messages (acks, discards, purges, drops).
+    fn record_removals(&mut self) {
+        if !self.state.has_removed() {
+            return;
+        }
+        let removed = self.state.take_removed();
+        if let Some(log) = &mut self.log {
+            if let Err(error) = log.ack(&removed) {
+                tracing::error!(%error, "cannot log acknowledgements");
+            }
+            self.log_dirty = true;
+        }
+    }
+
+    /// Makes the batch's log writes safe: an fsync for confirms waiting on it (group commit
+    /// shared with every other queue), else a plain write to the OS.
+    fn end_batch(&mut self) {
+        let Some(log) = &mut self.log else {
+            self.awaiting_commit.clear();
+            return;
+        };
+        if !self.awaiting_commit.is_empty() {
+            let tokens = std::mem::take(&mut self.awaiting_commit);
+            log.commit_then(move |result| {
+                if let Err(error) = result {
+                    tracing::error!(%error, "fsync failed; nacking the publishes that waited on it");
+                    tokens.into_iter().for_each(ConfirmToken::reject);
+                }
+            });
+        } else if self.log_dirty {
+            if let Err(error) = log.flush() {
+                tracing::error!(%error, "cannot write the queue's log");
+            }
+        }
+        self.log_dirty = false;
+    }
+
     fn check_consume(&self, consumer: &Consumer) -> AmqpResult<()> {
         if self.state.has_exclusive_consumer()
             || (consumer.exclusive && self.state.consumer_count() > 0)
@@ -270,11 +496,21 @@ impl QueueTask {
         auto_delete && self.state.had_consumers() && self.state.consumer_count() == 0
     }
 
+    /// Hands ready messages to consumers with credit. Logged messages are marked delivered
+    /// (so that a crash brings them back as redelivered) before any of them is sent.
     fn deliver_ready(&mut self) {
         let queue = self.handle.upgrade();
+        let mut marked = false;
         while let Some(delivery) = self.state.next_delivery() {
             let consumer = delivery.consumer;
             let message = delivery.message;
+            if !consumer.no_ack {
+                if let (Some(log), Some(position)) = (&mut self.log, message.position) {
+                    if !message.redelivered {
+                        marked |= log.mark_delivered(message.id, position).is_ok();
+                    }
+                }
+            }
             let source = match (&queue, consumer.no_ack) {
                 (Some(q), false) => Some((q.clone(), message.id)),
                 _ => None,
@@ -286,22 +522,36 @@ impl QueueTask {
                 redelivered: message.redelivered,
                 source,
             });
-            let Err(mpsc::error::SendError(lost)) = consumer.sink.send(event) else {
-                continue;
-            };
-            // The connection is gone before its channel-close could requeue this delivery.
-            consumer.release_credit();
-            let (connection_id, channel_id) = (consumer.connection_id, consumer.channel_id);
-            let tag = consumer.consumer_tag.clone();
-            if let ConnectionEvent::Deliver(DeliveryEvent {
-                source: Some((_, id)),
-                ..
-            }) = lost
-            {
-                self.state.requeue(&[id], false);
-            }
-            self.state.remove_consumer(connection_id, channel_id, &tag);
+            self.outgoing.push((consumer.sink.clone(), event));
         }
+        if marked {
+            if let Some(log) = &mut self.log {
+                let _ = log.flush();
+            }
+        }
+        for (sink, event) in self.outgoing.drain(..) {
+            if let Err(mpsc::error::SendError(lost)) = sink.send(event) {
+                Self::lost_delivery(&mut self.state, lost);
+            }
+        }
+    }
+
+    /// The connection went away before its channel-close could requeue this delivery.
+    fn lost_delivery(state: &mut QueueState, lost: ConnectionEvent) {
+        let ConnectionEvent::Deliver(delivery) = lost else {
+            return;
+        };
+        let Some(consumer) = state.consumers().iter().find(|c| {
+            c.channel_id == delivery.channel_id && c.consumer_tag == delivery.consumer_tag
+        }) else {
+            return;
+        };
+        consumer.release_credit();
+        let (connection_id, channel_id) = (consumer.connection_id, consumer.channel_id);
+        if let Some((_, id)) = delivery.source {
+            state.requeue(&[id], false);
+        }
+        state.remove_consumer(connection_id, channel_id, &delivery.consumer_tag);
     }
 
     fn cancel_all_consumers(&mut self) {

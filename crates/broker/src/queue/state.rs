@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use amqp::ShortStr;
+use store::Position;
 
 use crate::consumer::Consumer;
 use crate::message::Message;
@@ -19,6 +20,8 @@ pub struct QueuedMessage {
     pub id: MessageId,
     pub message: Arc<Message>,
     pub redelivered: bool,
+    /// Where the queue's log holds it, for persistent messages of durable queues.
+    pub position: Option<Position>,
 }
 
 /// What the owner task must send out: one message for one consumer.
@@ -84,6 +87,9 @@ pub struct QueueState {
     next_id: MessageId,
     /// Whether a consumer was ever added; an auto-delete queue is deleted only after that.
     had_consumers: bool,
+    /// Logged messages that left the queue since the owner last took this list, so that the
+    /// owner records their removal in the log.
+    removed: Vec<(MessageId, Position)>,
 }
 
 impl QueueState {
@@ -99,8 +105,13 @@ impl QueueState {
     }
 
     /// Adds a message at the tail, applying the length limits: the oldest ready messages are
-    /// dropped (drop-head), or the new one is refused (reject-publish).
-    pub fn publish(&mut self, message: Arc<Message>) -> Publish {
+    /// dropped (drop-head), or the new one is refused (reject-publish). `persist` writes an
+    /// admitted message to the log (given its id) and says where; an error refuses it.
+    pub fn publish<E>(
+        &mut self,
+        message: Arc<Message>,
+        persist: impl FnOnce(MessageId, &Message) -> Result<Option<Position>, E>,
+    ) -> Publish {
         let size = message.body_size();
         if self.limits.overflow != Overflow::DropHead
             && self.limits.is_full(self.ready.len(), self.ready_bytes)
@@ -108,19 +119,51 @@ impl QueueState {
             return Publish::Rejected;
         }
         let id = self.next_id;
+        let Ok(position) = persist(id, &message) else {
+            return Publish::Rejected;
+        };
         self.next_id += 1;
         self.ready_bytes += size;
         self.ready.push_back(QueuedMessage {
             id,
             message,
             redelivered: false,
+            position,
         });
         while self.limits.is_over(self.ready.len(), self.ready_bytes) {
-            if self.pop_ready().is_none() {
-                break;
+            match self.pop_ready() {
+                Some(dropped) => self.forget(dropped),
+                None => break,
             }
         }
         Publish::Accepted(id)
+    }
+
+    /// Puts back a message recovered from the log, behind those restored before it.
+    pub fn restore(&mut self, message: QueuedMessage) {
+        self.next_id = self.next_id.max(message.id + 1);
+        self.ready_bytes += message.message.body_size();
+        self.ready.push_back(message);
+    }
+
+    /// Ids from here on are free (the log may know of higher ones than were restored).
+    pub fn reserve_ids_below(&mut self, next_id: MessageId) {
+        self.next_id = self.next_id.max(next_id);
+    }
+
+    fn forget(&mut self, message: QueuedMessage) {
+        if let Some(position) = message.position {
+            self.removed.push((message.id, position));
+        }
+    }
+
+    /// Logged messages removed since the last call (acked, discarded, purged, dropped).
+    pub fn take_removed(&mut self) -> Vec<(MessageId, Position)> {
+        std::mem::take(&mut self.removed)
+    }
+
+    pub fn has_removed(&self) -> bool {
+        !self.removed.is_empty()
     }
 
     fn pop_ready(&mut self) -> Option<QueuedMessage> {
@@ -200,10 +243,12 @@ impl QueueState {
         let index = self.pick_consumer()?;
         self.next_consumer = (index + 1) % self.consumers.len();
         let message = self.pop_ready()?;
-        let consumer = &self.consumers[index];
-        if !consumer.no_ack {
+        if self.consumers[index].no_ack {
+            self.forget(message.clone());
+        } else {
             self.unacked.insert(message.id, message.clone());
         }
+        let consumer = &self.consumers[index];
         Some(Delivery { consumer, message })
     }
 
@@ -229,7 +274,9 @@ impl QueueState {
     /// basic.get: the oldest ready message, and how many remain after it.
     pub fn get(&mut self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
         let message = self.pop_ready()?;
-        if !no_ack {
+        if no_ack {
+            self.forget(message.clone());
+        } else {
             self.unacked.insert(message.id, message.clone());
         }
         Some((message, self.ready.len() as u32))
@@ -238,7 +285,9 @@ impl QueueState {
     /// Forgets acknowledged messages. Unknown ids are ignored: the channel validates tags.
     pub fn ack(&mut self, ids: &[MessageId]) {
         for id in ids {
-            self.unacked.remove(id);
+            if let Some(message) = self.unacked.remove(id) {
+                self.forget(message);
+            }
         }
     }
 
@@ -256,7 +305,9 @@ impl QueueState {
     /// Drops the ready messages; unacknowledged ones stay, as in RabbitMQ.
     pub fn purge(&mut self) -> u32 {
         let n = self.ready.len() as u32;
-        self.ready.clear();
+        for message in std::mem::take(&mut self.ready) {
+            self.forget(message);
+        }
         self.ready_bytes = 0;
         n
     }
@@ -285,6 +336,10 @@ mod tests {
         })
     }
 
+    fn no_log(_: MessageId, _: &Message) -> Result<Option<Position>, ()> {
+        Ok(None)
+    }
+
     fn accepted(p: Publish) -> MessageId {
         match p {
             Publish::Accepted(id) => id,
@@ -299,7 +354,7 @@ mod tests {
             ..QueueLimits::default()
         });
         for i in 0..4 {
-            accepted(q.publish(msg(i)));
+            accepted(q.publish(msg(i), no_log));
         }
         let bodies: Vec<u8> = std::iter::from_fn(|| q.get(true))
             .map(|(m, _)| body(&m))
@@ -314,22 +369,22 @@ mod tests {
             overflow: Overflow::RejectPublish,
             ..QueueLimits::default()
         });
-        accepted(q.publish(msg(1)));
-        assert_eq!(q.publish(msg(2)), Publish::Rejected);
+        accepted(q.publish(msg(1), no_log));
+        assert_eq!(q.publish(msg(2), no_log), Publish::Rejected);
         let mut q = QueueState::with_limits(QueueLimits {
             max_length_bytes: Some(2),
             overflow: Overflow::RejectPublish,
             ..QueueLimits::default()
         });
-        accepted(q.publish(msg(1)));
-        accepted(q.publish(msg(2)));
+        accepted(q.publish(msg(1), no_log));
+        accepted(q.publish(msg(2), no_log));
         assert_eq!(
-            q.publish(msg(3)),
+            q.publish(msg(3), no_log),
             Publish::Rejected,
             "2 bytes of bodies fill it"
         );
         q.get(true);
-        accepted(q.publish(msg(4)));
+        accepted(q.publish(msg(4), no_log));
     }
 
     fn body(m: &QueuedMessage) -> u8 {
@@ -344,7 +399,7 @@ mod tests {
         q.add_consumer(a);
         q.add_consumer(b);
         for i in 0..4 {
-            q.publish(msg(i));
+            q.publish(msg(i), no_log);
         }
         let mut tags = vec![];
         while let Some(d) = q.next_delivery() {
@@ -359,10 +414,10 @@ mod tests {
         let mut q = QueueState::new();
         let (a, credit) = test_consumer("a", 1, false);
         q.add_consumer(a);
-        let Publish::Accepted(first) = q.publish(msg(1)) else {
+        let Publish::Accepted(first) = q.publish(msg(1), no_log) else {
             panic!()
         };
-        q.publish(msg(2));
+        q.publish(msg(2), no_log);
         assert!(q.next_delivery().is_some());
         assert!(q.next_delivery().is_none(), "prefetch 1 holds the second");
         q.ack(&[first]);
@@ -379,8 +434,8 @@ mod tests {
         high.priority = 5;
         q.add_consumer(low);
         q.add_consumer(high);
-        q.publish(msg(1));
-        q.publish(msg(2));
+        q.publish(msg(1), no_log);
+        q.publish(msg(2), no_log);
         let first = q
             .next_delivery()
             .map(|d| d.consumer.consumer_tag.to_string());
@@ -394,7 +449,9 @@ mod tests {
     #[test]
     fn requeue_restores_original_order_with_redelivered() {
         let mut q = QueueState::new();
-        let ids: Vec<_> = (0..3).map(|i| accepted(q.publish(msg(i)))).collect();
+        let ids: Vec<_> = (0..3)
+            .map(|i| accepted(q.publish(msg(i), no_log)))
+            .collect();
         let (m0, _) = q.get(false).unwrap();
         let (m1, _) = q.get(false).unwrap();
         q.requeue(&[m1.id, m0.id], true);
@@ -413,7 +470,7 @@ mod tests {
             let mut unacked: Vec<MessageId> = vec![];
             for (n, op) in ops.into_iter().enumerate() {
                 match op {
-                    0 => { ready.push_back(accepted(q.publish(msg(n as u8)))); }
+                    0 => { ready.push_back(accepted(q.publish(msg(n as u8), no_log))); }
                     1 => {
                         let got = q.get(false).map(|(m, left)| (m.id, left));
                         let expected = ready.pop_front().map(|id| (id, ready.len() as u32));
