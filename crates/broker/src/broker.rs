@@ -54,6 +54,7 @@ impl Broker {
     /// serves anything). A data directory without definitions starts like RabbitMQ does.
     pub fn open(durability: Durability) -> Result<Arc<Broker>, StoreError> {
         let durability = Arc::new(durability);
+        durability.remove_paging_logs();
         let definitions = durability.read_definitions()?;
         let broker = Arc::new(Self::with_durability(Some(durability.clone())));
         match &definitions {

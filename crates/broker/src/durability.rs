@@ -18,6 +18,8 @@ use crate::broker::Broker;
 use crate::users::{User, HASHING_ALGORITHM};
 use crate::vhost::Destination;
 
+const PAGING_DIR: &str = "paging";
+
 /// The durable side of a broker: where its files are and who fsyncs them.
 pub struct Durability {
     pub storage: Arc<dyn Storage>,
@@ -49,6 +51,17 @@ impl Durability {
 
     pub fn queue_dir(&self, vhost: &str, queue: &str) -> PathBuf {
         store::queue_dir(&self.data_dir, vhost, queue)
+    }
+
+    /// A fresh directory for a paging log (transient messages that did not fit in memory).
+    pub fn paging_dir(&self) -> PathBuf {
+        let unique = crate::names::generate_name("");
+        self.data_dir.join(PAGING_DIR).join(unique.as_str())
+    }
+
+    /// Paging logs hold nothing worth keeping across a restart.
+    pub fn remove_paging_logs(&self) {
+        let _ = std::fs::remove_dir_all(self.data_dir.join(PAGING_DIR));
     }
 
     pub fn read_definitions(&self) -> Result<Option<Definitions>, StoreError> {

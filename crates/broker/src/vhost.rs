@@ -106,7 +106,7 @@ pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 pub struct VHost {
     name: String,
     /// Where durable definitions and messages go; `None` for a broker without a data dir.
-    durability: Option<Arc<Durability>>,
+    pub(crate) durability: Option<Arc<Durability>>,
     exchanges: RwLock<HashMap<ShortStr, Arc<Exchange>>>,
     queues: RwLock<HashMap<ShortStr, QueueRef>>,
     self_ref: Weak<VHost>,

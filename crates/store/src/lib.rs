@@ -113,8 +113,9 @@ pub use syncer::{Commit, Syncer, SyncerHandle, SyncerStats, DEFAULT_PARALLEL_FSY
 /// A message's id within its queue, chosen by the broker (unique among live messages).
 pub type MessageId = u64;
 
-/// Where a message record is: segment, offset, length. 12 bytes; ordered as appended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Where a message record is: segment, offset, length. 12 bytes; ordered as appended. The
+/// default (all zero, `is_empty`) is never handed out, so callers may use it for "nowhere".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
     segment: u32,
     offset: u32,

@@ -3,13 +3,16 @@
 
 mod state;
 
-pub use state::{Delivery, MessageId, Overflow, Publish, QueueLimits, QueueState, QueuedMessage};
+pub use state::{
+    Delivery, MessageId, Overflow, Publish, QueueLimits, QueueState, QueuedMessage, StoredMessage,
+    IN_MEMORY_BUDGET_BYTES,
+};
 
 use std::sync::{Arc, Weak};
 
 use amqp::{FieldTable, ShortStr};
 use bytes::Bytes;
-use store::{Payload, QueueLog, StoreError};
+use store::{Payload, QueueLog};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::confirm::ConfirmToken;
@@ -108,10 +111,11 @@ impl QueueHandle {
         durability: Option<Arc<Durability>>,
     ) -> QueueRef {
         let (commands, inbox) = mpsc::unbounded_channel();
-        let durability = durability.filter(|_| config.durable && config.exclusive_owner.is_none());
+        let durable_log =
+            durability.is_some() && config.durable && config.exclusive_owner.is_none();
         let handle = Arc::new(QueueHandle {
             name,
-            logged: durability.is_some(),
+            logged: durable_log,
             config,
             commands,
         });
@@ -119,7 +123,9 @@ impl QueueHandle {
             state: QueueState::with_limits(handle.config.limits),
             handle: Arc::downgrade(&handle),
             vhost,
+            durability,
             log: None,
+            log_is_durable: false,
             awaiting_commit: Vec::new(),
             log_dirty: false,
             outgoing: Vec::new(),
@@ -128,8 +134,8 @@ impl QueueHandle {
         let queue_name = handle.name.to_string();
         tokio::spawn(async move {
             let mut task = task;
-            if let Some(durability) = durability {
-                task.open_log(&durability, &vhost_name, &queue_name).await;
+            if durable_log {
+                task.open_log(&vhost_name, &queue_name).await;
             }
             task.run(inbox).await
         });
@@ -206,7 +212,11 @@ struct QueueTask {
     state: QueueState,
     handle: Weak<QueueHandle>,
     vhost: Weak<VHost>,
+    durability: Option<Arc<Durability>>,
+    /// The durable log of a durable queue, or a paging log (deleted with the queue) that a
+    /// queue opens when its messages no longer fit its memory budget.
     log: Option<QueueLog>,
+    log_is_durable: bool,
     /// Confirms of persistent publishes appended in this batch: answered after the fsync.
     awaiting_commit: Vec<ConfirmToken>,
     /// Appends or acks since the last flush: written to the OS at the end of the batch, so a
@@ -247,51 +257,89 @@ fn message_from_payload(payload: &Payload) -> Option<Message> {
 }
 
 impl QueueTask {
-    /// Opens (and recovers) the queue's log. A log that cannot be opened leaves the queue
-    /// running in memory, loudly: losing one queue's durability beats losing the broker.
-    async fn open_log(&mut self, durability: &Arc<Durability>, vhost: &str, queue: &str) {
+    /// Opens (and recovers) the queue's durable log. A log that cannot be opened leaves the
+    /// queue running in memory, loudly: losing one queue's durability beats losing the broker.
+    async fn open_log(&mut self, vhost: &str, queue: &str) {
+        let Some(durability) = self.durability.clone() else {
+            return;
+        };
         let storage = durability.storage.clone();
         let dir = durability.queue_dir(vhost, queue);
         let syncer = durability.syncer();
         let config = durability.log_config.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            let (mut log, recovered) = QueueLog::open(storage, dir, syncer, config)?;
-            let mut messages = Vec::with_capacity(recovered.messages.len());
-            for m in &recovered.messages {
-                let payload = log.read(m.position)?;
-                messages.push((m.id, m.position, m.redelivered, payload));
-            }
-            Ok::<_, StoreError>((log, recovered.next_id, messages))
-        })
-        .await;
+        let opened =
+            tokio::task::spawn_blocking(move || QueueLog::open(storage, dir, syncer, config)).await;
         match opened {
-            Ok(Ok((log, next_id, messages))) => {
-                let count = messages.len();
-                for (id, position, redelivered, payload) in messages {
-                    match message_from_payload(&payload) {
-                        Some(message) => self.state.restore(QueuedMessage {
-                            id,
-                            message: Arc::new(message),
-                            redelivered,
-                            position: Some(position),
-                        }),
-                        None => tracing::warn!(
-                            queue,
-                            id,
-                            "dropping a logged message that does not decode"
-                        ),
-                    }
+            Ok(Ok((log, recovered))) => {
+                let count = recovered.messages.len();
+                for m in &recovered.messages {
+                    // The body size is not read back at startup: the record length stands in
+                    // for it (it only feeds x-max-length-bytes), and the message stays paged
+                    // out until it is delivered.
+                    let size = u64::from(m.position.len());
+                    self.state
+                        .restore(StoredMessage::paged(m.id, m.position, size, m.redelivered));
                 }
-                self.state.reserve_ids_below(next_id);
+                self.state.reserve_ids_below(recovered.next_id);
                 if count > 0 {
                     tracing::info!(vhost, queue, messages = count, "recovered queue");
                 }
                 self.log = Some(log);
+                self.log_is_durable = true;
             }
             Ok(Err(error)) => {
                 tracing::error!(vhost, queue, %error, "cannot open the queue's log; it is not durable now")
             }
             Err(error) => tracing::error!(vhost, queue, %error, "log recovery task failed"),
+        }
+    }
+
+    /// Opens a log for paging out transient messages of a queue that has none. Its directory
+    /// is thrown away with the queue, and at every start.
+    async fn open_paging_log(&mut self) {
+        let Some(durability) = self.durability.clone() else {
+            return;
+        };
+        let storage = durability.storage.clone();
+        let dir = durability.paging_dir();
+        let syncer = durability.syncer();
+        let config = durability.log_config.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || QueueLog::open(storage, dir, syncer, config)).await;
+        match opened {
+            Ok(Ok((log, _))) => self.log = Some(log),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot open a paging log; the queue stays in memory")
+            }
+            Err(error) => tracing::error!(%error, "paging log task failed"),
+        }
+    }
+
+    /// The message itself: in memory, or read back from the log. A message the log cannot
+    /// give back (damaged since it was written) is dropped, loudly.
+    fn load(&mut self, stored: &StoredMessage) -> Option<QueuedMessage> {
+        Self::load_from(&mut self.log, stored)
+    }
+
+    fn load_from(log: &mut Option<QueueLog>, stored: &StoredMessage) -> Option<QueuedMessage> {
+        if let Some(message) = &stored.message {
+            return Some(stored.loaded(message.clone()));
+        }
+        let position = stored.position()?;
+        let log = log.as_mut()?;
+        let loaded = log
+            .read(position)
+            .ok()
+            .and_then(|payload| message_from_payload(&payload));
+        match loaded {
+            Some(message) => Some(stored.loaded(Arc::new(message))),
+            None => {
+                tracing::error!(
+                    id = stored.id,
+                    "a paged-out message cannot be read back; dropping it"
+                );
+                None
+            }
         }
     }
 
@@ -314,6 +362,9 @@ impl QueueTask {
                 self.deliver_ready();
             }
             self.end_batch();
+            if stop.is_none() && self.log.is_none() && self.state.over_memory_budget() {
+                self.open_paging_log().await;
+            }
             match stop {
                 None => {}
                 Some(Stop::Deleted) => {
@@ -325,7 +376,15 @@ impl QueueTask {
                 }
                 Some(Stop::Shutdown(reply)) => {
                     if let Some(log) = self.log.take() {
-                        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+                        let durable = self.log_is_durable;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            if durable {
+                                log.close()
+                            } else {
+                                log.destroy()
+                            }
+                        })
+                        .await;
                     }
                     let _ = reply.send(());
                     return;
@@ -358,12 +417,17 @@ impl QueueTask {
             }
             QueueCommand::Get { no_ack, reply } => {
                 let got = self.state.get(no_ack);
-                if let Some((message, _)) = &got {
+                let loaded = got.and_then(|(stored, remaining)| {
                     if !no_ack {
-                        self.mark_delivered(message);
+                        self.mark_delivered(&stored);
                     }
-                }
-                let _ = reply.send(got);
+                    let message = self.load(&stored);
+                    if message.is_none() {
+                        self.state.ack(&[stored.id]);
+                    }
+                    message.map(|m| (m, remaining))
+                });
+                let _ = reply.send(loaded);
             }
             QueueCommand::Ack(ids) | QueueCommand::Discard(ids) => self.state.ack(&ids),
             QueueCommand::Requeue { ids, redelivered } => self.state.requeue(&ids, redelivered),
@@ -407,25 +471,30 @@ impl QueueTask {
 
     fn publish(&mut self, message: Arc<Message>, confirm: Option<ConfirmToken>) {
         let log = &mut self.log;
+        let durable_log = self.log_is_durable;
+        let paging = self.state.over_memory_budget();
+        let mut fsync_needed = false;
         let mut logged = false;
         let outcome = self.state.publish(message, |id, message| {
-            let Some(log) = log.as_mut().filter(|_| message.persistent) else {
+            let durable = durable_log && message.persistent;
+            let Some(log) = log.as_mut().filter(|_| durable || paging) else {
                 return Ok(None);
             };
             logged = true;
+            fsync_needed = durable;
             let parts: [&[u8]; 4] = [
                 message.exchange.as_bytes(),
                 message.routing_key.as_bytes(),
                 &message.properties,
                 &message.body,
             ];
-            log.append(id, true, &parts).map(Some).map_err(|error| {
-                tracing::error!(%error, "cannot log a persistent message; refusing it");
+            log.append(id, durable, &parts).map(Some).map_err(|error| {
+                tracing::error!(%error, "cannot log a message; refusing it");
             })
         });
         match (outcome, confirm) {
             (Publish::Rejected, Some(token)) => token.reject(),
-            (Publish::Accepted(_), Some(token)) if logged => self.awaiting_commit.push(token),
+            (Publish::Accepted(_), Some(token)) if fsync_needed => self.awaiting_commit.push(token),
             _ => {}
         }
         self.log_dirty |= logged;
@@ -433,9 +502,9 @@ impl QueueTask {
 
     /// Notes in the log that a message went to a client (basic.get), written to the OS before
     /// the reply leaves, so that a crash brings it back as redelivered.
-    fn mark_delivered(&mut self, message: &QueuedMessage) {
-        if let (Some(log), Some(position)) = (&mut self.log, message.position) {
-            if !message.redelivered && log.mark_delivered(message.id, position).is_ok() {
+    fn mark_delivered(&mut self, message: &StoredMessage) {
+        if let (Some(log), Some(position)) = (&mut self.log, message.position()) {
+            if !message.redelivered() && log.mark_delivered(message.id, position).is_ok() {
                 let _ = log.flush();
             }
         }
@@ -501,29 +570,36 @@ impl QueueTask {
     fn deliver_ready(&mut self) {
         let queue = self.handle.upgrade();
         let mut marked = false;
+        let mut unreadable = Vec::new();
         while let Some(delivery) = self.state.next_delivery() {
             let consumer = delivery.consumer;
-            let message = delivery.message;
-            if !consumer.no_ack {
-                if let (Some(log), Some(position)) = (&mut self.log, message.position) {
-                    if !message.redelivered {
-                        marked |= log.mark_delivered(message.id, position).is_ok();
-                    }
+            let stored = delivery.message;
+            if !consumer.no_ack && !stored.redelivered() {
+                if let (Some(log), Some(position)) = (&mut self.log, stored.position()) {
+                    marked |= log.mark_delivered(stored.id, position).is_ok();
                 }
             }
             let source = match (&queue, consumer.no_ack) {
-                (Some(q), false) => Some((q.clone(), message.id)),
+                (Some(q), false) => Some((q.clone(), stored.id)),
                 _ => None,
             };
+            let sink = consumer.sink.clone();
+            let (channel_id, consumer_tag) = (consumer.channel_id, consumer.consumer_tag.clone());
+            let Some(message) = Self::load_from(&mut self.log, &stored) else {
+                consumer.release_credit();
+                unreadable.push(stored.id);
+                continue;
+            };
             let event = ConnectionEvent::Deliver(DeliveryEvent {
-                channel_id: consumer.channel_id,
-                consumer_tag: consumer.consumer_tag.clone(),
+                channel_id,
+                consumer_tag,
                 message: message.message,
                 redelivered: message.redelivered,
                 source,
             });
-            self.outgoing.push((consumer.sink.clone(), event));
+            self.outgoing.push((sink, event));
         }
+        self.state.ack(&unreadable);
         if marked {
             if let Some(log) = &mut self.log {
                 let _ = log.flush();
@@ -581,5 +657,84 @@ impl QueueTask {
             .upgrade()
             .map(|v| v.name().to_string())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+
+    fn bytes_under(path: &std::path::Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => bytes_under(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+
+    fn message(n: u32, size: usize) -> Arc<Message> {
+        let mut body = vec![0u8; size];
+        body[..4].copy_from_slice(&n.to_be_bytes());
+        Arc::new(Message {
+            exchange: ShortStr::default(),
+            routing_key: ShortStr::from_static("q"),
+            properties: Bytes::from_static(&[0, 0]),
+            body: Bytes::from(body),
+            persistent: false,
+        })
+    }
+
+    /// A queue far over its memory budget pages transient messages out to a paging log and
+    /// still hands every one back, in order, with its body intact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_over_the_memory_budget_is_paged_out_and_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Arc::new(Durability::on_disk(dir.path()).unwrap());
+        let vhost = VHost::with_durability("/", Some(durability));
+        let config = QueueConfig {
+            durable: false,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+            limits: QueueLimits::default(),
+        };
+        let queue = QueueHandle::spawn(
+            ShortStr::from_static("q"),
+            config,
+            Arc::downgrade(&vhost),
+            vhost.durability.clone(),
+        );
+        let body_size = 1024 * 1024;
+        let count = (2 * IN_MEMORY_BUDGET_BYTES / body_size as u64) as u32;
+        for n in 0..count {
+            queue.send(QueueCommand::Publish {
+                message: message(n, body_size),
+                confirm: None,
+            });
+            // One batch per publish, so the paging log opens as soon as the budget is hit.
+            queue.stats().await.unwrap();
+        }
+        let paged = bytes_under(&dir.path().join("paging"));
+        assert!(
+            paged >= IN_MEMORY_BUDGET_BYTES / 2,
+            "only {paged} bytes were paged out"
+        );
+        for n in 0..count {
+            let (got, _) = queue.get(true).await.unwrap().expect("a message");
+            assert_eq!(got.message.body.len(), body_size);
+            assert_eq!(
+                got.message.body[..4],
+                n.to_be_bytes(),
+                "message {n} in order"
+            );
+        }
+        assert!(queue.get(true).await.unwrap().is_none());
     }
 }

@@ -15,20 +15,103 @@ use crate::message::Message;
 /// publish order and a requeued message can go back to its original place.
 pub type MessageId = u64;
 
+/// A message handed out by a queue (delivery, basic.get), loaded in memory.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
     pub id: MessageId,
     pub message: Arc<Message>,
     pub redelivered: bool,
-    /// Where the queue's log holds it, for persistent messages of durable queues.
+    /// Where the queue's log holds it, if it does.
     pub position: Option<Position>,
+}
+
+const REDELIVERED_BIT: u32 = 1 << 31;
+
+/// A message as a queue keeps it: 32 bytes, plus the message itself only while it is in
+/// memory. A paged-out message is only its id, log position and body size.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub id: MessageId,
+    /// `None` when paged out: the queue's owner reads it back from its log at `position`.
+    pub message: Option<Arc<Message>>,
+    /// Where the queue's log holds it; empty when it is not logged.
+    position: Position,
+    /// Body size (bodies are far below 2 GiB) and the redelivered flag in the top bit.
+    size_and_redelivered: u32,
+}
+
+impl StoredMessage {
+    pub fn new(id: MessageId, message: Arc<Message>, position: Option<Position>) -> Self {
+        StoredMessage {
+            id,
+            size_and_redelivered: Self::size_bits(message.body_size()),
+            message: Some(message),
+            position: position.unwrap_or_default(),
+        }
+    }
+
+    /// A message known only by its place in the log (recovered, or paged out).
+    pub fn paged(id: MessageId, position: Position, body_size: u64, redelivered: bool) -> Self {
+        let mut stored = StoredMessage {
+            id,
+            message: None,
+            position,
+            size_and_redelivered: Self::size_bits(body_size),
+        };
+        if redelivered {
+            stored.size_and_redelivered |= REDELIVERED_BIT;
+        }
+        stored
+    }
+
+    fn size_bits(body_size: u64) -> u32 {
+        body_size.min(u64::from(REDELIVERED_BIT - 1)) as u32
+    }
+
+    pub fn redelivered(&self) -> bool {
+        self.size_and_redelivered & REDELIVERED_BIT != 0
+    }
+
+    fn mark_redelivered(&mut self) {
+        self.size_and_redelivered |= REDELIVERED_BIT;
+    }
+
+    pub fn body_size(&self) -> u64 {
+        u64::from(self.size_and_redelivered & !REDELIVERED_BIT)
+    }
+
+    pub fn position(&self) -> Option<Position> {
+        (!self.position.is_empty()).then_some(self.position)
+    }
+
+    /// Drops the in-memory copy of a logged message; the log has it.
+    fn page_out(&mut self) {
+        if self.position().is_some() {
+            self.message = None;
+        }
+    }
+
+    /// The loaded form, given the message (read from the log if it was paged out).
+    pub fn loaded(&self, message: Arc<Message>) -> QueuedMessage {
+        QueuedMessage {
+            id: self.id,
+            message,
+            redelivered: self.redelivered(),
+            position: self.position(),
+        }
+    }
 }
 
 /// What the owner task must send out: one message for one consumer.
 pub struct Delivery<'a> {
     pub consumer: &'a Consumer,
-    pub message: QueuedMessage,
+    pub message: StoredMessage,
 }
+
+/// What a queue keeps in memory before it pages messages out to its log: bodies plus an
+/// estimate of each message's own overhead.
+pub const IN_MEMORY_BUDGET_BYTES: u64 = 32 * 1024 * 1024;
+const MESSAGE_OVERHEAD_BYTES: u64 = 256;
 
 /// What a queue does when a publish would take it past its length limit (`x-overflow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,10 +160,12 @@ pub enum Publish {
 #[derive(Default)]
 pub struct QueueState {
     limits: QueueLimits,
-    ready: VecDeque<QueuedMessage>,
+    ready: VecDeque<StoredMessage>,
     /// Body bytes of the ready messages, for `x-max-length-bytes`.
     ready_bytes: u64,
-    unacked: HashMap<MessageId, QueuedMessage>,
+    /// Bytes the ready messages held in memory take (see `IN_MEMORY_BUDGET_BYTES`).
+    in_memory_bytes: u64,
+    unacked: HashMap<MessageId, StoredMessage>,
     consumers: Vec<Consumer>,
     /// Index of the consumer after the one that got the last delivery (round robin).
     next_consumer: usize,
@@ -104,15 +189,27 @@ impl QueueState {
         }
     }
 
+    /// Whether a new message should go to the log instead of memory.
+    pub fn over_memory_budget(&self) -> bool {
+        self.in_memory_bytes >= IN_MEMORY_BUDGET_BYTES
+    }
+
+    fn memory_cost(message: &StoredMessage) -> u64 {
+        match message.message {
+            Some(_) => message.body_size() + MESSAGE_OVERHEAD_BYTES,
+            None => 0,
+        }
+    }
+
     /// Adds a message at the tail, applying the length limits: the oldest ready messages are
     /// dropped (drop-head), or the new one is refused (reject-publish). `persist` writes an
-    /// admitted message to the log (given its id) and says where; an error refuses it.
+    /// admitted message to the log (given its id) and says where; an error refuses it. When
+    /// the queue is over its memory budget, a logged message is kept only in the log.
     pub fn publish<E>(
         &mut self,
         message: Arc<Message>,
         persist: impl FnOnce(MessageId, &Message) -> Result<Option<Position>, E>,
     ) -> Publish {
-        let size = message.body_size();
         if self.limits.overflow != Overflow::DropHead
             && self.limits.is_full(self.ready.len(), self.ready_bytes)
         {
@@ -123,13 +220,11 @@ impl QueueState {
             return Publish::Rejected;
         };
         self.next_id += 1;
-        self.ready_bytes += size;
-        self.ready.push_back(QueuedMessage {
-            id,
-            message,
-            redelivered: false,
-            position,
-        });
+        let mut stored = StoredMessage::new(id, message, position);
+        if self.over_memory_budget() {
+            stored.page_out();
+        }
+        self.push_ready(stored);
         while self.limits.is_over(self.ready.len(), self.ready_bytes) {
             match self.pop_ready() {
                 Some(dropped) => self.forget(dropped),
@@ -140,10 +235,9 @@ impl QueueState {
     }
 
     /// Puts back a message recovered from the log, behind those restored before it.
-    pub fn restore(&mut self, message: QueuedMessage) {
+    pub fn restore(&mut self, message: StoredMessage) {
         self.next_id = self.next_id.max(message.id + 1);
-        self.ready_bytes += message.message.body_size();
-        self.ready.push_back(message);
+        self.push_ready(message);
     }
 
     /// Ids from here on are free (the log may know of higher ones than were restored).
@@ -151,8 +245,8 @@ impl QueueState {
         self.next_id = self.next_id.max(next_id);
     }
 
-    fn forget(&mut self, message: QueuedMessage) {
-        if let Some(position) = message.position {
+    fn forget(&mut self, message: StoredMessage) {
+        if let Some(position) = message.position() {
             self.removed.push((message.id, position));
         }
     }
@@ -166,16 +260,30 @@ impl QueueState {
         !self.removed.is_empty()
     }
 
-    fn pop_ready(&mut self) -> Option<QueuedMessage> {
+    fn push_ready(&mut self, message: StoredMessage) {
+        self.ready_bytes += message.body_size();
+        self.in_memory_bytes += Self::memory_cost(&message);
+        self.ready.push_back(message);
+    }
+
+    fn pop_ready(&mut self) -> Option<StoredMessage> {
         let message = self.ready.pop_front()?;
-        self.ready_bytes -= message.message.body_size();
+        self.ready_bytes -= message.body_size();
+        self.in_memory_bytes -= Self::memory_cost(&message);
         Some(message)
     }
 
-    fn insert_ready(&mut self, message: QueuedMessage) {
-        self.ready_bytes += message.message.body_size();
+    fn insert_ready(&mut self, message: StoredMessage) {
+        self.ready_bytes += message.body_size();
+        self.in_memory_bytes += Self::memory_cost(&message);
         let at = self.ready.partition_point(|m| m.id < message.id);
         self.ready.insert(at, message);
+    }
+
+    /// Holds a handed-out message until it is settled; a logged one is not kept in memory.
+    fn hold_unacked(&mut self, mut message: StoredMessage) {
+        message.page_out();
+        self.unacked.insert(message.id, message);
     }
 
     pub fn limits(&self) -> &QueueLimits {
@@ -246,7 +354,7 @@ impl QueueState {
         if self.consumers[index].no_ack {
             self.forget(message.clone());
         } else {
-            self.unacked.insert(message.id, message.clone());
+            self.hold_unacked(message.clone());
         }
         let consumer = &self.consumers[index];
         Some(Delivery { consumer, message })
@@ -272,12 +380,12 @@ impl QueueState {
     }
 
     /// basic.get: the oldest ready message, and how many remain after it.
-    pub fn get(&mut self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+    pub fn get(&mut self, no_ack: bool) -> Option<(StoredMessage, u32)> {
         let message = self.pop_ready()?;
         if no_ack {
             self.forget(message.clone());
         } else {
-            self.unacked.insert(message.id, message.clone());
+            self.hold_unacked(message.clone());
         }
         Some((message, self.ready.len() as u32))
     }
@@ -296,7 +404,9 @@ impl QueueState {
     pub fn requeue(&mut self, ids: &[MessageId], redelivered: bool) {
         for id in ids {
             if let Some(mut message) = self.unacked.remove(id) {
-                message.redelivered |= redelivered;
+                if redelivered {
+                    message.mark_redelivered();
+                }
                 self.insert_ready(message);
             }
         }
@@ -309,6 +419,7 @@ impl QueueState {
             self.forget(message);
         }
         self.ready_bytes = 0;
+        self.in_memory_bytes = 0;
         n
     }
 
@@ -387,8 +498,8 @@ mod tests {
         accepted(q.publish(msg(4), no_log));
     }
 
-    fn body(m: &QueuedMessage) -> u8 {
-        m.message.body[0]
+    fn body(m: &StoredMessage) -> u8 {
+        m.message.as_ref().expect("in memory").body[0]
     }
 
     #[test]
@@ -456,7 +567,7 @@ mod tests {
         let (m1, _) = q.get(false).unwrap();
         q.requeue(&[m1.id, m0.id], true);
         let order: Vec<_> = std::iter::from_fn(|| q.get(true))
-            .map(|(m, _)| (m.id, m.redelivered))
+            .map(|(m, _)| (m.id, m.redelivered()))
             .collect();
         assert_eq!(order, vec![(ids[0], true), (ids[1], true), (ids[2], false)]);
     }
