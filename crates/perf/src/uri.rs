@@ -141,7 +141,10 @@ mod tests {
     #[test]
     fn defaults_and_named_vhost() {
         let u = AmqpUri::parse("amqp://localhost").unwrap();
-        assert_eq!((u.username.as_str(), u.port, u.vhost.as_str()), ("guest", 5672, "/"));
+        assert_eq!(
+            (u.username.as_str(), u.port, u.vhost.as_str()),
+            ("guest", 5672, "/")
+        );
         let u = AmqpUri::parse("amqp://a%40b:p%3Aw@[::1]:5700/dev").unwrap();
         assert_eq!(u.username, "a@b");
         assert_eq!(u.password, "p:w");
@@ -152,7 +155,13 @@ mod tests {
 
     #[test]
     fn rejects_other_schemes_and_bad_ports() {
-        assert!(matches!(AmqpUri::parse("amqps://h"), Err(UriError::Scheme(_))));
-        assert!(matches!(AmqpUri::parse("amqp://h:x/"), Err(UriError::Port(_))));
+        assert!(matches!(
+            AmqpUri::parse("amqps://h"),
+            Err(UriError::Scheme(_))
+        ));
+        assert!(matches!(
+            AmqpUri::parse("amqp://h:x/"),
+            Err(UriError::Port(_))
+        ));
     }
 }

@@ -993,7 +993,7 @@ impl Channel {
 
     /// Hands the message to its queues. In confirm mode, queues that may refuse it get a
     /// token to answer with; if none may, the publish is confirmed at once.
-    fn enqueue(&mut self, routed: &mut Vec<QueueRef>, message: Message, session: &Session) {
+    fn enqueue(&mut self, routed: &mut Vec<QueueRef>, message: Message, session: &mut Session) {
         let message = Arc::new(message);
         let Some(confirms) = &mut self.confirms else {
             for queue in routed.drain(..) {
@@ -1001,6 +1001,7 @@ impl Channel {
                     message: message.clone(),
                     confirm: None,
                 });
+                hold_back_if_congested(&queue, session);
             }
             return;
         };
@@ -1015,6 +1016,7 @@ impl Channel {
                     message: message.clone(),
                     confirm: None,
                 });
+                hold_back_if_congested(&queue, session);
             }
             return;
         }
@@ -1034,6 +1036,7 @@ impl Channel {
                 message: message.clone(),
                 confirm,
             });
+            hold_back_if_congested(&queue, session);
         }
     }
 
@@ -1154,6 +1157,13 @@ fn check_user_id(properties: &Bytes, username: &str) -> AmqpResult<()> {
             format!("user_id property set to '{user_id}' but authenticated user was '{username}'"),
         )),
         _ => Ok(()),
+    }
+}
+
+/// Stops reading from this connection while a queue it publishes to is swamped.
+fn hold_back_if_congested(queue: &QueueRef, session: &mut Session) {
+    if session.throttled_by.is_none() && queue.is_congested() {
+        session.throttled_by = Some(queue.clone());
     }
 }
 

@@ -62,6 +62,9 @@ pub(crate) struct Session {
     pub capabilities: ClientCapabilities,
     /// The authenticated user, which a message's user_id property must name.
     pub username: String,
+    /// A queue with too many publishes waiting: the connection stops reading until it drains
+    /// (flow control, as RabbitMQ's credit flow blocks a publisher's reader).
+    pub throttled_by: Option<broker::queue::QueueRef>,
 }
 
 impl Session {
@@ -116,6 +119,7 @@ pub(crate) async fn serve(
             out: BytesMut::with_capacity(16 * 1024),
             capabilities: ClientCapabilities::default(),
             username: String::new(),
+            throttled_by: None,
         },
         state: State::AwaitingStartOk,
         peer,
@@ -157,7 +161,14 @@ pub(crate) async fn serve(
                     Ok(_) => wrote_since_tick = true,
                 }
             }
-            read = reader.read_buf(&mut input) => {
+            _ = wait_drained(&connection.session.throttled_by), if connection.session.throttled_by.is_some() => {
+                connection.session.throttled_by = None;
+                // Not reading while held back is not the peer's silence.
+                last_read = Instant::now();
+                // Frames already read may be waiting in the buffer.
+                connection.handle_input(&mut input).await;
+            }
+            read = reader.read_buf(&mut input), if connection.session.throttled_by.is_none() => {
                 match read {
                     Ok(0) | Err(_) => break,
                     Ok(_) if connection.state == State::Closed => input.clear(),
@@ -185,7 +196,9 @@ pub(crate) async fn serve(
             }
             _ = heartbeat.tick() => {
                 let timeout = Duration::from_secs(2 * u64::from(connection.heartbeat_secs));
-                if last_read.elapsed() > timeout {
+                if connection.session.throttled_by.is_some() {
+                    last_read = Instant::now();
+                } else if last_read.elapsed() > timeout {
                     tracing::info!(peer = %connection.peer, "missed heartbeats from client, closing");
                     break;
                 }
@@ -211,6 +224,13 @@ pub(crate) async fn serve(
         }
     }
     connection.cleanup().await;
+}
+
+async fn wait_drained(queue: &Option<broker::queue::QueueRef>) {
+    match queue {
+        Some(queue) => queue.drained().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends heartbeats at half the negotiated interval, as RabbitMQ does, and checks the peer's.
@@ -379,7 +399,7 @@ impl Connection {
     }
 
     async fn handle_input(&mut self, input: &mut BytesMut) {
-        while !matches!(self.state, State::Closed) {
+        while !matches!(self.state, State::Closed) && self.session.throttled_by.is_none() {
             match Frame::decode(input, self.decode_frame_max()) {
                 Ok(frame) => self.handle_frame(frame).await,
                 Err(DecodeError::Incomplete { .. }) => break,

@@ -12,8 +12,10 @@ use std::sync::{Arc, Weak};
 
 use amqp::{FieldTable, ShortStr};
 use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use store::{Payload, QueueLog};
-use tokio::sync::{mpsc, oneshot};
+
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::confirm::ConfirmToken;
 use crate::consumer::{ConnectionEvent, Consumer, DeliveryEvent};
@@ -44,8 +46,22 @@ pub struct QueueHandle {
     /// Whether persistent messages are written to a log (a durable, non-exclusive queue of
     /// a broker with a data directory): their confirms then wait for the fsync.
     pub logged: bool,
-    commands: mpsc::UnboundedSender<QueueCommand>,
+    /// Publishes and the commands that must see every publish before them (get, stats,
+    /// purge, delete, shutdown), in order.
+    ordered: mpsc::UnboundedSender<QueueCommand>,
+    /// Acks, requeues, consumer changes: served before waiting publishes, so a busy queue's
+    /// consumers are never starved of their own acks.
+    control: mpsc::UnboundedSender<QueueCommand>,
+    /// Flow control: publishes sent but not yet taken in by the owner.
+    backlog: AtomicUsize,
+    /// Signalled when `backlog` falls back below `BACKLOG_LOW`.
+    drained: Notify,
 }
+
+/// Publishes a queue may have waiting before publishers are held back (RabbitMQ's credit
+/// flow does the same: a fast publisher cannot bury a queue's acks or its memory).
+pub const BACKLOG_HIGH: usize = 20_000;
+const BACKLOG_LOW: usize = BACKLOG_HIGH / 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
@@ -110,14 +126,18 @@ impl QueueHandle {
         vhost: Weak<VHost>,
         durability: Option<Arc<Durability>>,
     ) -> QueueRef {
-        let (commands, inbox) = mpsc::unbounded_channel();
+        let (ordered, ordered_inbox) = mpsc::unbounded_channel();
+        let (control, control_inbox) = mpsc::unbounded_channel();
         let durable_log =
             durability.is_some() && config.durable && config.exclusive_owner.is_none();
         let handle = Arc::new(QueueHandle {
             name,
             logged: durable_log,
             config,
-            commands,
+            ordered,
+            control,
+            backlog: AtomicUsize::new(0),
+            drained: Notify::new(),
         });
         let task = QueueTask {
             state: QueueState::with_limits(handle.config.limits),
@@ -137,7 +157,7 @@ impl QueueHandle {
             if durable_log {
                 task.open_log(&vhost_name, &queue_name).await;
             }
-            task.run(inbox).await
+            task.run(ordered_inbox, control_inbox).await
         });
         handle
     }
@@ -147,6 +167,32 @@ impl QueueHandle {
         self.config.limits.may_reject() || (self.logged && message.persistent)
     }
 
+    /// Whether publishers should wait before sending more (see `BACKLOG_HIGH`).
+    pub fn is_congested(&self) -> bool {
+        self.backlog.load(Ordering::Acquire) >= BACKLOG_HIGH
+    }
+
+    /// Waits until the queue has taken in enough of its waiting publishes.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.backlog.load(Ordering::Acquire) < BACKLOG_LOW {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn took_in(&self, publishes: usize) {
+        if publishes == 0 {
+            return;
+        }
+        let before = self.backlog.fetch_sub(publishes, Ordering::AcqRel);
+        if before >= BACKLOG_LOW && before - publishes < BACKLOG_LOW {
+            self.drained.notify_waiters();
+        }
+    }
+
     /// Stops the queue at broker shutdown, its log closed cleanly.
     pub async fn shutdown(&self) {
         let _ = self.request(QueueCommand::Shutdown).await;
@@ -154,7 +200,24 @@ impl QueueHandle {
 
     /// Sends a command; a queue that is gone silently drops it, like a deleted RabbitMQ queue.
     pub fn send(&self, command: QueueCommand) {
-        let _ = self.commands.send(command);
+        let inbox = match command {
+            QueueCommand::Publish { .. } => {
+                self.backlog.fetch_add(1, Ordering::AcqRel);
+                &self.ordered
+            }
+            QueueCommand::Get { .. }
+            | QueueCommand::Stats(_)
+            | QueueCommand::Purge(_)
+            | QueueCommand::Delete { .. }
+            | QueueCommand::Shutdown(_) => &self.ordered,
+            QueueCommand::Consume { .. }
+            | QueueCommand::Cancel { .. }
+            | QueueCommand::Ack(_)
+            | QueueCommand::Requeue { .. }
+            | QueueCommand::Discard(_)
+            | QueueCommand::CreditAvailable => &self.control,
+        };
+        let _ = inbox.send(command);
     }
 
     pub fn is_exclusive(&self) -> bool {
@@ -238,6 +301,12 @@ enum Stop {
 }
 
 const COMMAND_BATCH: usize = 256;
+/// Ready messages beyond which a queue with consumers counts them as falling behind.
+const CONSUMERS_BEHIND_READY: u32 = 50_000;
+/// The most a falling-behind queue may take in at once on deliveries earned earlier.
+const MAX_EARNED_INTAKE: usize = 4 * COMMAND_BATCH;
+/// How often a queue whose consumers stalled still takes in a batch of ordered commands.
+const STALLED_INTAKE_PERIOD: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The parts a message is logged as; recovery reads them back in this order.
 const PART_EXCHANGE: usize = 0;
@@ -343,9 +412,57 @@ impl QueueTask {
         }
     }
 
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<QueueCommand>) {
+    async fn run(
+        mut self,
+        mut ordered: mpsc::UnboundedReceiver<QueueCommand>,
+        mut control: mpsc::UnboundedReceiver<QueueCommand>,
+    ) {
         let mut batch = Vec::with_capacity(COMMAND_BATCH);
-        while inbox.recv_many(&mut batch, COMMAND_BATCH).await > 0 {
+        // Ordered commands (mostly publishes) the queue may take in while its consumers are
+        // behind: earned by deliveries, so intake follows consumption (see `behind`).
+        let mut allowance = 0usize;
+        loop {
+            let behind = self.consumers_behind();
+            allowance = if behind {
+                allowance.min(MAX_EARNED_INTAKE)
+            } else {
+                usize::MAX
+            };
+            tokio::select! {
+                biased;
+                Some(command) = control.recv() => batch.push(command),
+                Some(command) = ordered.recv(), if allowance > 0 => {
+                    allowance -= 1;
+                    batch.push(command);
+                }
+                // A trickle, so that a get or a delete behind the waiting publishes of a
+                // queue whose consumers stalled is still served.
+                _ = tokio::time::sleep(STALLED_INTAKE_PERIOD), if allowance == 0 => {
+                    allowance = COMMAND_BATCH;
+                }
+                else => return,
+            }
+            if control.is_closed() && ordered.is_closed() {
+                return;
+            }
+            while batch.len() < COMMAND_BATCH {
+                match control.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            let taken = batch.len();
+            while batch.len() < taken + (2 * COMMAND_BATCH).min(allowance) {
+                match ordered.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            allowance -= batch.len() - taken;
+            let publishes = batch
+                .iter()
+                .filter(|c| matches!(c, QueueCommand::Publish { .. }))
+                .count();
             let mut stop = None;
             for command in batch.drain(..) {
                 if let QueueCommand::Shutdown(reply) = command {
@@ -357,13 +474,27 @@ impl QueueTask {
                     break;
                 }
             }
+            batch.clear();
+            if let Some(handle) = self.handle.upgrade() {
+                handle.took_in(publishes);
+            }
             self.record_removals();
             if stop.is_none() {
-                self.deliver_ready();
+                let delivered = self.deliver_ready();
+                if behind {
+                    allowance = allowance.saturating_add(delivered);
+                }
             }
             self.end_batch();
             if stop.is_none() && self.log.is_none() && self.state.over_memory_budget() {
                 self.open_paging_log().await;
+            }
+            if stop.is_some() {
+                if let Some(handle) = self.handle.upgrade() {
+                    // Nothing will take these in now: let held-back publishers go.
+                    handle.backlog.store(0, Ordering::Release);
+                    handle.drained.notify_waiters();
+                }
             }
             match stop {
                 None => {}
@@ -567,7 +698,16 @@ impl QueueTask {
 
     /// Hands ready messages to consumers with credit. Logged messages are marked delivered
     /// (so that a crash brings them back as redelivered) before any of them is sent.
-    fn deliver_ready(&mut self) {
+    /// Whether the queue's consumers fall behind its publishers. Such a queue takes publishes
+    /// in only as fast as it delivers, so its backlog of waiting publishes grows and holds the
+    /// publishers back (flow control, like RabbitMQ's credit flow) instead of the queue growing
+    /// without end while its consumers starve for CPU.
+    fn consumers_behind(&self) -> bool {
+        self.state.consumer_count() > 0 && self.state.message_count() > CONSUMERS_BEHIND_READY
+    }
+
+    /// Returns how many messages went out.
+    fn deliver_ready(&mut self) -> usize {
         let queue = self.handle.upgrade();
         let mut marked = false;
         let mut unreadable = Vec::new();
@@ -605,11 +745,13 @@ impl QueueTask {
                 let _ = log.flush();
             }
         }
+        let sent = self.outgoing.len();
         for (sink, event) in self.outgoing.drain(..) {
             if let Err(mpsc::error::SendError(lost)) = sink.send(event) {
                 Self::lost_delivery(&mut self.state, lost);
             }
         }
+        sent
     }
 
     /// The connection went away before its channel-close could requeue this delivery.
@@ -736,5 +878,95 @@ mod tests {
             );
         }
         assert!(queue.get(true).await.unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod flow_control_tests {
+    use super::*;
+    use crate::consumer::tests::test_consumer;
+    use crate::message::Message;
+
+    fn small_message() -> Arc<Message> {
+        Arc::new(Message {
+            exchange: ShortStr::default(),
+            routing_key: ShortStr::from_static("q"),
+            properties: Bytes::from_static(&[0, 0]),
+            body: Bytes::from_static(b"x"),
+            persistent: false,
+        })
+    }
+
+    fn spawn_queue(vhost: &Arc<VHost>) -> QueueRef {
+        let config = QueueConfig {
+            durable: false,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+            limits: QueueLimits::default(),
+        };
+        QueueHandle::spawn(
+            ShortStr::from_static("q"),
+            config,
+            Arc::downgrade(vhost),
+            None,
+        )
+    }
+
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !check() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A queue whose consumer does not keep up takes publishes in only as it delivers, so
+    /// its waiting publishes pile up and publishers are told to hold back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishers_are_held_back_while_consumers_fall_behind() {
+        let vhost = VHost::new("/");
+        let queue = spawn_queue(&vhost);
+        let (mut stalled, _credit) = test_consumer("stalled", 1, false);
+        let (sink, _deliveries) = mpsc::unbounded_channel();
+        stalled.sink = sink;
+        queue.consume(stalled).await.unwrap();
+        let total = CONSUMERS_BEHIND_READY as usize + 2 * BACKLOG_HIGH;
+        for _ in 0..total {
+            queue.send(QueueCommand::Publish {
+                message: small_message(),
+                confirm: None,
+            });
+        }
+        let behind_at = total - CONSUMERS_BEHIND_READY as usize;
+        eventually("the queue took in enough to fall behind", || {
+            queue.backlog.load(Ordering::Acquire) <= behind_at
+        })
+        .await;
+        // An observation window, not synchronisation: without flow control the queue takes
+        // the rest in within a few milliseconds; with it, only the trickle gets through.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            queue.is_congested(),
+            "publishes still waiting: {}",
+            queue.backlog.load(Ordering::Acquire)
+        );
+    }
+
+    /// Without consumers there is nobody to fall behind: the queue takes everything in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queue_without_consumers_takes_every_publish_in() {
+        let vhost = VHost::new("/");
+        let queue = spawn_queue(&vhost);
+        let total = CONSUMERS_BEHIND_READY as usize + 2 * BACKLOG_HIGH;
+        for _ in 0..total {
+            queue.send(QueueCommand::Publish {
+                message: small_message(),
+                confirm: None,
+            });
+        }
+        let stats = queue.stats().await.unwrap();
+        assert_eq!(stats.message_count as usize, total);
+        assert!(!queue.is_congested());
     }
 }
