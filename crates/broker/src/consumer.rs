@@ -36,6 +36,9 @@ pub struct DeliveryEvent {
     pub redelivered: bool,
     /// Where to send the ack; `None` for no-ack deliveries and direct reply-to.
     pub source: Option<(QueueRef, MessageId)>,
+    /// The consumer's prefetch window, which also says whether it was cancelled meanwhile;
+    /// `None` for direct reply-to, whose consumer the channel looks up by tag.
+    pub credit: Option<Arc<Credit>>,
 }
 
 pub type ConnectionSink = mpsc::UnboundedSender<ConnectionEvent>;

@@ -11,6 +11,9 @@ pub struct Credit {
     /// Set by a queue that skipped a delivery for lack of credit, so that the channel knows
     /// to wake the queues when credit comes back.
     starved: AtomicBool,
+    /// Set when the consumer owning this window is cancelled: deliveries still on their way
+    /// to it go back to their queue. (A consumer's window lives exactly as long as it does.)
+    closed: AtomicBool,
 }
 
 impl Credit {
@@ -66,6 +69,14 @@ impl Credit {
                 Some(v.saturating_sub(n))
             });
         self.starved.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Raising the limit can unblock queues just like a release does.

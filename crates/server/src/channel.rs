@@ -17,7 +17,7 @@ use broker::confirm::{ChannelKey, ConfirmToken};
 use broker::consumer::{ConnectionEvent, Consumer, DeliveryEvent};
 use broker::credit::Credit;
 use broker::error::reply_code;
-use broker::message::{property_flag, property_flags, Message};
+use broker::message::{delivery_mode, property_flag, property_flags, Message};
 use broker::names::generate_name;
 use broker::queue::{MessageId, QueueCommand, QueueRef};
 use broker::vhost::{Exchange, ExchangeDeclaration, QueueDeclaration, VHost, DIRECT_REPLY_TO};
@@ -253,10 +253,6 @@ impl Channel {
         self.closing = true;
     }
 
-    fn session_id(&self, session: &Session) -> u64 {
-        session.connection_id
-    }
-
     /// Whether a publish's content header or body frames are due.
     pub fn expecting_content(&self) -> bool {
         !matches!(self.content, Content::Idle)
@@ -271,6 +267,49 @@ impl Channel {
             _ => AmqpException::unexpected_frame(
                 "expected content header for class 60, got non content header frame instead",
             ),
+        }
+    }
+
+    /// Whether `method` is one of the per-message methods served without awaiting anything.
+    pub fn is_hot_method(method: &Method) -> bool {
+        matches!(
+            method,
+            Method::BasicPublish(_)
+                | Method::BasicAck(_)
+                | Method::BasicNack(_)
+                | Method::BasicReject(_)
+        )
+    }
+
+    /// The per-message methods (publish, ack, nack, reject): synchronous, so that the
+    /// connection serves them without building the future of `handle_method`.
+    pub fn handle_hot_method(&mut self, method: Method) -> AmqpResult<()> {
+        let requeue_or_discard = |requeue| {
+            if requeue {
+                Settle::Requeue
+            } else {
+                Settle::Discard
+            }
+        };
+        match method {
+            Method::BasicPublish(m) => {
+                if m.immediate {
+                    return Err(AmqpException::not_implemented("immediate=true"));
+                }
+                self.content = Content::AwaitingHeader(m);
+                Ok(())
+            }
+            Method::BasicAck(m) => self.settle(m.delivery_tag, m.multiple, Settle::Ack),
+            Method::BasicNack(m) => {
+                self.settle(m.delivery_tag, m.multiple, requeue_or_discard(m.requeue))
+            }
+            Method::BasicReject(m) => {
+                self.settle(m.delivery_tag, false, requeue_or_discard(m.requeue))
+            }
+            other => Err(AmqpException::internal_error(format!(
+                "'{}' is not a per-message method",
+                other.name()
+            ))),
         }
     }
 
@@ -359,7 +398,7 @@ impl Channel {
                         arguments: &m.arguments,
                     },
                     m.passive,
-                    self.session_id(session),
+                    session.connection_id,
                 )?;
                 self.last_queue = Some(queue.name.clone());
                 definitions_on_disk(session).await?;
@@ -400,7 +439,7 @@ impl Channel {
             }
             Method::QueueDelete(m) => {
                 let name = self.queue_name(&m.queue)?;
-                let message_count = match self.vhost.queue(&name, self.session_id(session)) {
+                let message_count = match self.vhost.queue(&name, session.connection_id) {
                     Ok(queue) => queue.delete(m.if_unused, m.if_empty).await?,
                     // Deleting a queue that does not exist succeeds, as in RabbitMQ.
                     Err(e) if e.reply_code == reply_code::NOT_FOUND => 0,
@@ -414,35 +453,16 @@ impl Channel {
             Method::BasicQos(m) => self.handle_basic_qos(m, session)?,
             Method::BasicConsume(m) => self.handle_basic_consume(m, session).await?,
             Method::BasicCancel(m) => self.handle_basic_cancel(m, session),
-            Method::BasicPublish(m) => {
-                if m.immediate {
-                    return Err(AmqpException::not_implemented("immediate=true"));
-                }
-                self.content = Content::AwaitingHeader(m);
-            }
+            Method::BasicPublish(_)
+            | Method::BasicAck(_)
+            | Method::BasicNack(_)
+            | Method::BasicReject(_) => self.handle_hot_method(method)?,
             Method::BasicGet(m) => self.handle_basic_get(m, session).await?,
-            Method::BasicAck(m) => self.settle(m.delivery_tag, m.multiple, Settle::Ack, session)?,
-            Method::BasicNack(m) => {
-                let how = if m.requeue {
-                    Settle::Requeue
-                } else {
-                    Settle::Discard
-                };
-                self.settle(m.delivery_tag, m.multiple, how, session)?
-            }
-            Method::BasicReject(m) => {
-                let how = if m.requeue {
-                    Settle::Requeue
-                } else {
-                    Settle::Discard
-                };
-                self.settle(m.delivery_tag, false, how, session)?
-            }
             Method::BasicRecover(m) => {
-                self.recover(m.requeue, session)?;
+                self.recover(m.requeue)?;
                 session.send_method(ch, BasicRecoverOk {});
             }
-            Method::BasicRecoverAsync(m) => self.recover(m.requeue, session)?,
+            Method::BasicRecoverAsync(m) => self.recover(m.requeue)?,
             Method::TxSelect(_) => {
                 if self.confirms.is_some() {
                     return Err(AmqpException::precondition_failed(
@@ -456,7 +476,7 @@ impl Channel {
                 let tx = self.tx.take().ok_or_else(not_transactional)?;
                 self.tx = Some(Transaction::default());
                 for (unacked, how) in tx.acks {
-                    self.apply_settle(vec![unacked], how, session);
+                    self.apply_settle(vec![unacked], how);
                 }
                 for pending in tx.publishes {
                     let exchange = self.vhost.existing_exchange(&pending.publish.exchange)?;
@@ -509,7 +529,7 @@ impl Channel {
 
     fn existing_queue(&self, name: &ShortStr, session: &Session) -> AmqpResult<QueueRef> {
         let name = self.queue_name(name)?;
-        self.vhost.queue(&name, self.session_id(session))
+        self.vhost.queue(&name, session.connection_id)
     }
 
     fn handle_basic_qos(&mut self, m: BasicQos, session: &mut Session) -> AmqpResult<()> {
@@ -634,6 +654,7 @@ impl Channel {
         let Some(consumer) = self.consumers.remove(consumer_tag) else {
             return;
         };
+        consumer.credit.close();
         match consumer.queue {
             Some(queue) => queue.send(QueueCommand::Cancel {
                 connection_id: session.connection_id,
@@ -651,10 +672,11 @@ impl Channel {
     /// The queue of a consumer was deleted: forget the consumer and tell the client if it
     /// understands server-sent basic.cancel.
     pub fn consumer_cancelled_by_queue(&mut self, consumer_tag: ShortStr, session: &mut Session) {
-        if self.consumers.remove(&consumer_tag).is_some()
-            && session.capabilities.consumer_cancel_notify
-            && !self.closing
-        {
+        let Some(consumer) = self.consumers.remove(&consumer_tag) else {
+            return;
+        };
+        consumer.credit.close();
+        if session.capabilities.consumer_cancel_notify && !self.closing {
             session.send_method(
                 self.id,
                 BasicCancel {
@@ -705,13 +727,7 @@ impl Channel {
 
     /// basic.ack / nack / reject. The tag must be outstanding; `multiple` also settles every
     /// earlier one, and tag 0 with `multiple` settles everything (RabbitMQ's rules).
-    fn settle(
-        &mut self,
-        delivery_tag: u64,
-        multiple: bool,
-        how: Settle,
-        session: &mut Session,
-    ) -> AmqpResult<()> {
+    fn settle(&mut self, delivery_tag: u64, multiple: bool, how: Settle) -> AmqpResult<()> {
         let settled: Vec<Unacked> = if multiple && delivery_tag == 0 {
             self.unacked.drain(..).collect()
         } else {
@@ -733,13 +749,13 @@ impl Channel {
             tx.acks.extend(settled.into_iter().map(|u| (u, how)));
             return Ok(());
         }
-        self.apply_settle(settled, how, session);
+        self.apply_settle(settled, how);
         Ok(())
     }
 
     /// Tells queues about settled deliveries, one command per run of the same queue, and
     /// gives prefetch credit back.
-    fn apply_settle(&mut self, settled: Vec<Unacked>, how: Settle, _session: &mut Session) {
+    fn apply_settle(&mut self, settled: Vec<Unacked>, how: Settle) {
         let mut starved = false;
         let mut batch: Vec<MessageId> = Vec::new();
         let mut batch_queue: Option<QueueRef> = None;
@@ -786,12 +802,12 @@ impl Channel {
         }
     }
 
-    fn recover(&mut self, requeue: bool, session: &mut Session) -> AmqpResult<()> {
+    fn recover(&mut self, requeue: bool) -> AmqpResult<()> {
         if !requeue {
             return Err(AmqpException::not_implemented("requeue=false"));
         }
         let all: Vec<Unacked> = self.unacked.drain(..).collect();
-        self.apply_settle(all, Settle::Requeue, session);
+        self.apply_settle(all, Settle::Requeue);
         Ok(())
     }
 
@@ -907,10 +923,7 @@ impl Channel {
         if flags & property_flag::REPLY_TO != 0 {
             properties = self.rewrite_direct_reply_to(properties)?;
         }
-        let persistent = flags & property_flag::DELIVERY_MODE != 0
-            && BasicProperties::decode(&properties)
-                .map(|p| p.is_persistent())
-                .unwrap_or(false);
+        let persistent = delivery_mode(&properties) == Some(2);
         let message = Message {
             exchange: publish.exchange.clone(),
             routing_key: publish.routing_key.clone(),
@@ -1040,8 +1053,8 @@ impl Channel {
         }
     }
 
-    fn deliver_direct_reply(&self, message: &Message, _session: &mut Session) -> bool {
-        let Some(consumer) = self.reply_consumer(&message.routing_key, _session) else {
+    fn deliver_direct_reply(&self, message: &Message, session: &Session) -> bool {
+        let Some(consumer) = session.broker.reply_consumer(&message.routing_key) else {
             return false;
         };
         consumer
@@ -1052,12 +1065,9 @@ impl Channel {
                 message: Arc::new(message.clone()),
                 redelivered: false,
                 source: None,
+                credit: None,
             }))
             .is_ok()
-    }
-
-    fn reply_consumer(&self, routing_key: &str, session: &Session) -> Option<ReplyConsumer> {
-        session.broker.reply_consumer(routing_key)
     }
 
     /// Tells the client about every publish settled since the last flush. Called once per
@@ -1083,8 +1093,15 @@ impl Channel {
 
     /// A delivery from a queue (or a direct reply) for one of this channel's consumers.
     pub fn deliver(&mut self, delivery: DeliveryEvent, session: &mut Session) {
-        let credit = match self.consumers.get(&delivery.consumer_tag) {
-            Some(consumer) if !self.closing => Some(consumer.credit.clone()),
+        let live = match &delivery.credit {
+            Some(credit) => (!credit.is_closed()).then(|| credit.clone()),
+            None => self
+                .consumers
+                .get(&delivery.consumer_tag)
+                .map(|c| c.credit.clone()),
+        };
+        let credit = match live {
+            Some(credit) if !self.closing => Some(credit),
             _ => {
                 // The queue took channel credit for it; the consumer's own window died with it.
                 if delivery.source.is_some() {
@@ -1142,7 +1159,7 @@ impl Channel {
                 .sort_by_key(|u| u.delivery_tag);
         }
         let all: Vec<Unacked> = self.unacked.drain(..).collect();
-        self.apply_settle(all, Settle::Requeue, session);
+        self.apply_settle(all, Settle::Requeue);
         self.content = Content::Idle;
     }
 }

@@ -401,7 +401,11 @@ impl Connection {
     async fn handle_input(&mut self, input: &mut BytesMut) {
         while !matches!(self.state, State::Closed) && self.session.throttled_by.is_none() {
             match Frame::decode(input, self.decode_frame_max()) {
-                Ok(frame) => self.handle_frame(frame).await,
+                Ok(frame) => {
+                    if let Some(frame) = self.handle_hot_frame(frame) {
+                        self.handle_frame(frame).await;
+                    }
+                }
                 Err(DecodeError::Incomplete { .. }) => break,
                 Err(error) => {
                     let (exception, class_id, method_id) = decode_exception(&error);
@@ -421,11 +425,55 @@ impl Connection {
         }
     }
 
+    /// Serves the per-message frames (publish with its content, acks) without awaiting, so
+    /// that the hot path never builds the futures of the general handlers. Returns the frame
+    /// when it needs the general path.
+    fn handle_hot_frame(&mut self, frame: Frame) -> Option<Frame> {
+        if self.state != State::Open {
+            return Some(frame);
+        }
+        match frame {
+            Frame::Header { channel, header } if channel != 0 => {
+                self.with_content_channel(channel, |c, session| {
+                    c.handle_content_header(header, session)
+                });
+                None
+            }
+            Frame::Body { channel, payload } if channel != 0 => {
+                self.with_content_channel(channel, |c, session| {
+                    c.handle_content_body(payload, session)
+                });
+                None
+            }
+            Frame::Method { channel, method }
+                if channel != 0 && Channel::is_hot_method(&method) =>
+            {
+                let ready = self
+                    .channels
+                    .get(&channel)
+                    .is_some_and(|c| !c.is_closing() && !c.expecting_content());
+                if !ready {
+                    return Some(Frame::Method { channel, method });
+                }
+                let (class_id, method_id) = (method.class_id(), method.method_id());
+                let result = match self.channels.get_mut(&channel) {
+                    Some(open) => open.handle_hot_method(method),
+                    None => Ok(()),
+                };
+                if let Err(error) = result {
+                    self.channel_failed(channel, error, class_id, method_id);
+                }
+                None
+            }
+            other => Some(other),
+        }
+    }
+
     async fn handle_frame(&mut self, frame: Frame) {
         match self.state {
             State::AwaitingStartOk | State::AwaitingTuneOk | State::AwaitingOpen => {
                 if let Err((e, c, m)) = self.handle_handshake_frame(frame) {
-                    self.fail_handshake(e, c, m);
+                    self.close_with(e, c, m);
                 }
             }
             State::Open => self.handle_open_frame(frame).await,
@@ -445,10 +493,6 @@ impl Connection {
             },
             State::Closed => {}
         }
-    }
-
-    fn fail_handshake(&mut self, error: AmqpException, class_id: u16, method_id: u16) {
-        self.close_with(error, class_id, method_id);
     }
 
     fn handle_handshake_frame(&mut self, frame: Frame) -> Result<(), (AmqpException, u16, u16)> {

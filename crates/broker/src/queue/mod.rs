@@ -724,6 +724,7 @@ impl QueueTask {
                 _ => None,
             };
             let sink = consumer.sink.clone();
+            let credit = consumer.credit.clone();
             let (channel_id, consumer_tag) = (consumer.channel_id, consumer.consumer_tag.clone());
             let Some(message) = Self::load_from(&mut self.log, &stored) else {
                 consumer.release_credit();
@@ -736,6 +737,7 @@ impl QueueTask {
                 message: message.message,
                 redelivered: message.redelivered,
                 source,
+                credit: Some(credit),
             });
             self.outgoing.push((sink, event));
         }
