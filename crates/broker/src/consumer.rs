@@ -58,14 +58,21 @@ pub struct Consumer {
     pub sink: ConnectionSink,
 }
 
+/// Deliveries a no-ack consumer may have on their way to its connection (queued in the
+/// connection's inbox, not yet written out). Prefetch does not limit no-ack consumers, as in
+/// RabbitMQ, but without a window a queue would pour its whole backlog, paged-out messages
+/// included, into the memory of a connection that writes slower than the queue reads.
+pub const NO_ACK_WINDOW: u32 = 2048;
+
 impl Consumer {
-    /// No-ack consumers are never limited by prefetch, as in RabbitMQ.
+    /// Takes credit for one delivery: the consumer's window (prefetch, or the no-ack window)
+    /// and, for acknowledging consumers, the channel's (global qos).
     pub fn try_acquire_credit(&self) -> bool {
-        if self.no_ack {
-            return true;
-        }
         if !self.credit.try_acquire() {
             return false;
+        }
+        if self.no_ack {
+            return true;
         }
         if !self.channel_credit.try_acquire() {
             self.credit.release(1);
@@ -75,8 +82,8 @@ impl Consumer {
     }
 
     pub fn release_credit(&self) {
+        self.credit.release(1);
         if !self.no_ack {
-            self.credit.release(1);
             self.channel_credit.release(1);
         }
     }

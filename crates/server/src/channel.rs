@@ -14,7 +14,7 @@ use amqp::{
     QueuePurgeOk, QueueUnbindOk, ShortStr, TxCommitOk, TxRollbackOk, TxSelectOk, CLASS_BASIC,
 };
 use broker::confirm::{ChannelKey, ConfirmToken};
-use broker::consumer::{ConnectionEvent, Consumer, DeliveryEvent};
+use broker::consumer::{ConnectionEvent, Consumer, DeliveryEvent, NO_ACK_WINDOW};
 use broker::credit::Credit;
 use broker::error::reply_code;
 use broker::message::{delivery_mode, property_flag, property_flags, Message};
@@ -565,7 +565,12 @@ impl Channel {
                 "attempt to reuse consumer tag '{consumer_tag}'"
             )));
         }
-        let credit = Arc::new(Credit::new(self.consumer_prefetch));
+        let window = if m.no_ack {
+            NO_ACK_WINDOW
+        } else {
+            self.consumer_prefetch
+        };
+        let credit = Arc::new(Credit::new(window));
         if m.queue.as_str() == DIRECT_REPLY_TO {
             self.consume_direct_reply_to(&m, consumer_tag.clone(), session)?;
             self.consumers.insert(
@@ -1125,14 +1130,21 @@ impl Channel {
             &mut session.out,
         );
         write_content(self.id, &message, session);
-        if let Some((queue, message_id)) = delivery.source {
-            self.unacked.push_back(Unacked {
-                delivery_tag,
-                queue,
-                message_id,
-                credit,
-            });
-        }
+        let Some((queue, message_id)) = delivery.source else {
+            // No ack will come: the no-ack window opens again as soon as it is written.
+            if let Some(credit) = credit {
+                if credit.release(1) {
+                    self.wake_consumer_queues();
+                }
+            }
+            return;
+        };
+        self.unacked.push_back(Unacked {
+            delivery_tag,
+            queue,
+            message_id,
+            credit,
+        });
     }
 
     /// A delivery that reached no client goes back to its queue as if never sent.

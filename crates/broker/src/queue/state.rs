@@ -602,3 +602,59 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod global_credit_tests {
+    use super::*;
+    use crate::consumer::tests::test_consumer;
+    use crate::credit::Credit;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_channel_wide_window_limits_consumers_without_their_own() {
+        let mut q = QueueState::new();
+        let (mut c, _) = test_consumer("c", 0, false);
+        c.channel_credit = Arc::new(Credit::new(3));
+        q.add_consumer(c);
+        for _ in 0..5 {
+            let m = Arc::new(Message {
+                exchange: ShortStr::default(),
+                routing_key: ShortStr::default(),
+                properties: Bytes::new(),
+                body: Bytes::new(),
+                persistent: false,
+            });
+            q.publish(m, |_, _| Ok::<_, ()>(None));
+        }
+        let mut n = 0;
+        while q.next_delivery().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn a_no_ack_consumer_gets_at_most_its_window_until_the_connection_writes() {
+        let mut q = QueueState::new();
+        let (c, window) = test_consumer("c", 2, true);
+        q.add_consumer(c);
+        for _ in 0..5 {
+            let m = Arc::new(Message {
+                exchange: ShortStr::default(),
+                routing_key: ShortStr::default(),
+                properties: Bytes::new(),
+                body: Bytes::new(),
+                persistent: false,
+            });
+            q.publish(m, |_, _| Ok::<_, ()>(None));
+        }
+        let mut n = 0;
+        while q.next_delivery().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 2, "the window holds the rest back");
+        assert!(window.release(2), "the queue noted it went without");
+        assert!(q.next_delivery().is_some());
+        assert_eq!(q.unacked_count(), 0, "no-ack deliveries are not held");
+    }
+}
