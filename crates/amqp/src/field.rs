@@ -60,6 +60,30 @@ pub enum FieldValue {
 
 impl FieldValue {
     /// The wire type tag of this value.
+    /// The type's name as RabbitMQ spells it in error texts and definitions (`signedint`,
+    /// `longstr`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            FieldValue::Bool(_) => "bool",
+            FieldValue::I8(_) => "byte",
+            FieldValue::U8(_) => "unsignedbyte",
+            FieldValue::I16(_) => "short",
+            FieldValue::U16(_) => "unsignedshort",
+            FieldValue::I32(_) => "signedint",
+            FieldValue::U32(_) => "unsignedint",
+            FieldValue::I64(_) => "long",
+            FieldValue::F32(_) => "float",
+            FieldValue::F64(_) => "double",
+            FieldValue::Decimal(_) => "decimal",
+            FieldValue::LongStr(_) => "longstr",
+            FieldValue::ByteArray(_) => "binary",
+            FieldValue::Array(_) => "array",
+            FieldValue::Timestamp(_) => "timestamp",
+            FieldValue::Table(_) => "table",
+            FieldValue::Void => "void",
+        }
+    }
+
     pub fn tag(&self) -> u8 {
         match self {
             FieldValue::Bool(_) => b't',

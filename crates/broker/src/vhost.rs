@@ -821,7 +821,7 @@ fn queue_limits(arguments: &FieldTable) -> Result<QueueLimits, (&'static str, St
             Some(value) => match value.as_i64() {
                 Some(n) if n >= 0 => Ok(Some(n as u64)),
                 Some(n) => Err((arg, format!("{{value_negative,{n}}}"))),
-                None => Err((arg, format!("{{unacceptable_type,{}}}", type_name(value)))),
+                None => Err((arg, format!("{{unacceptable_type,{}}}", value.type_name()))),
             },
         }
     };
@@ -835,7 +835,7 @@ fn queue_limits(arguments: &FieldTable) -> Result<QueueLimits, (&'static str, St
             None => {
                 return Err((
                     "x-overflow",
-                    format!("{{unacceptable_type,{}}}", type_name(value)),
+                    format!("{{unacceptable_type,{}}}", value.type_name()),
                 ))
             }
         },
@@ -859,29 +859,6 @@ fn same_argument(a: Option<&FieldValue>, b: Option<&FieldValue>) -> bool {
     }
 }
 
-/// RabbitMQ's name of a field value's type, as in its error texts.
-fn type_name(v: &FieldValue) -> &'static str {
-    match v {
-        FieldValue::Bool(_) => "bool",
-        FieldValue::I8(_) => "byte",
-        FieldValue::U8(_) => "unsignedbyte",
-        FieldValue::I16(_) => "short",
-        FieldValue::U16(_) => "unsignedshort",
-        FieldValue::I32(_) => "signedint",
-        FieldValue::U32(_) => "unsignedint",
-        FieldValue::I64(_) => "long",
-        FieldValue::F32(_) => "float",
-        FieldValue::F64(_) => "double",
-        FieldValue::Decimal(_) => "decimal",
-        FieldValue::LongStr(_) => "longstr",
-        FieldValue::ByteArray(_) => "binary",
-        FieldValue::Array(_) => "array",
-        FieldValue::Timestamp(_) => "timestamp",
-        FieldValue::Table(_) => "table",
-        FieldValue::Void => "void",
-    }
-}
-
 fn render_value(v: &FieldValue) -> String {
     match v {
         FieldValue::LongStr(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
@@ -896,7 +873,11 @@ fn render_value(v: &FieldValue) -> String {
 fn describe_value(v: Option<&FieldValue>) -> String {
     match v {
         None => "none".to_string(),
-        Some(v) => format!("the value '{}' of type '{}'", render_value(v), type_name(v)),
+        Some(v) => format!(
+            "the value '{}' of type '{}'",
+            render_value(v),
+            v.type_name()
+        ),
     }
 }
 

@@ -98,7 +98,7 @@ impl<D: Destination> Router<D> for HeadersRouter<D> {
             }
             Some(other) => format!(
                 "Invalid x-match field type {} (value {}); expected longstr",
-                erlang::type_name(other),
+                other.type_name(),
                 erlang::value(other)
             ),
         };
@@ -244,29 +244,6 @@ mod erlang {
         f.is_finite() && f.fract() == 0.0 && f.abs() < 2f64.powi(100) && f as i128 == i
     }
 
-    /// RabbitMQ's atom for a field value's type.
-    pub(super) fn type_name(v: &FieldValue) -> &'static str {
-        match v {
-            FieldValue::Bool(_) => "bool",
-            FieldValue::I8(_) => "byte",
-            FieldValue::U8(_) => "unsignedbyte",
-            FieldValue::I16(_) => "short",
-            FieldValue::U16(_) => "unsignedshort",
-            FieldValue::I32(_) => "signedint",
-            FieldValue::U32(_) => "unsignedint",
-            FieldValue::I64(_) => "long",
-            FieldValue::F32(_) => "float",
-            FieldValue::F64(_) => "double",
-            FieldValue::Decimal(_) => "decimal",
-            FieldValue::LongStr(_) => "longstr",
-            FieldValue::ByteArray(_) => "binary",
-            FieldValue::Array(_) => "array",
-            FieldValue::Timestamp(_) => "timestamp",
-            FieldValue::Table(_) => "table",
-            FieldValue::Void => "void",
-        }
-    }
-
     /// `~p` of the decoded value. Erlang breaks long terms over several lines; this does not.
     pub(super) fn value(v: &FieldValue) -> String {
         match term(v) {
@@ -278,7 +255,7 @@ mod erlang {
             Term::Array(items) => {
                 let items: Vec<String> = items
                     .iter()
-                    .map(|v| format!("{{{},{}}}", type_name(v), value(v)))
+                    .map(|v| format!("{{{},{}}}", v.type_name(), value(v)))
                     .collect();
                 format!("[{}]", items.join(","))
             }
@@ -286,7 +263,12 @@ mod erlang {
                 let items: Vec<String> = t
                     .iter()
                     .map(|(k, v)| {
-                        format!("{{{},{},{}}}", binary(k.as_bytes()), type_name(v), value(v))
+                        format!(
+                            "{{{},{},{}}}",
+                            binary(k.as_bytes()),
+                            v.type_name(),
+                            value(v)
+                        )
                     })
                     .collect();
                 format!("[{}]", items.join(","))
