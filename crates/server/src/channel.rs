@@ -19,7 +19,7 @@ use broker::credit::Credit;
 use broker::error::reply_code;
 use broker::message::{delivery_mode, property_flag, property_flags, Message};
 use broker::names::generate_name;
-use broker::queue::{MessageId, QueueCommand, QueueRef};
+use broker::queue::{MessageId, Published, QueueCommand, QueueRef};
 use broker::vhost::{Exchange, ExchangeDeclaration, QueueDeclaration, VHost, DIRECT_REPLY_TO};
 use broker::{AmqpException, AmqpResult, ReplyConsumer};
 use bytes::{Bytes, BytesMut};
@@ -97,6 +97,40 @@ struct Unacked {
 struct ChannelConsumer {
     queue: Option<QueueRef>,
     credit: Arc<Credit>,
+}
+
+/// Publishes read in one go, grouped by queue until they are flushed. A lone publish (the
+/// usual case for large messages) is kept inline: batching must not cost an allocation.
+#[derive(Default)]
+struct Outbox {
+    batches: Vec<(QueueRef, Staged)>,
+}
+
+enum Staged {
+    One(Published),
+    Many(Vec<Published>),
+}
+
+impl Outbox {
+    fn stage(&mut self, queue: QueueRef, message: Arc<Message>, confirm: Option<ConfirmToken>) {
+        let Some((_, staged)) = self
+            .batches
+            .iter_mut()
+            .find(|(q, _)| Arc::ptr_eq(q, &queue))
+        else {
+            self.batches.push((queue, Staged::One((message, confirm))));
+            return;
+        };
+        match staged {
+            Staged::Many(batch) => batch.push((message, confirm)),
+            Staged::One(_) => {
+                let Staged::One(first) = std::mem::replace(staged, Staged::Many(Vec::new())) else {
+                    return;
+                };
+                *staged = Staged::Many(vec![first, (message, confirm)]);
+            }
+        }
+    }
 }
 
 /// A publish held back until tx.commit.
@@ -222,6 +256,7 @@ pub(crate) struct Channel {
     /// Our generated `amq.rabbitmq.reply-to.…` name while consuming from direct reply-to.
     reply_to: Option<(ShortStr, ShortStr)>,
     routed: Vec<QueueRef>,
+    outbox: Outbox,
 }
 
 impl Channel {
@@ -242,6 +277,7 @@ impl Channel {
             last_queue: None,
             reply_to: None,
             routed: Vec::new(),
+            outbox: Outbox::default(),
         }
     }
 
@@ -1011,15 +1047,13 @@ impl Channel {
 
     /// Hands the message to its queues. In confirm mode, queues that may refuse it get a
     /// token to answer with; if none may, the publish is confirmed at once.
-    fn enqueue(&mut self, routed: &mut Vec<QueueRef>, message: Message, session: &mut Session) {
+    /// Hands the message to its queues (through the per-read outbox). In confirm mode, queues
+    /// that may refuse it get a token to answer with; if none may, it is confirmed at once.
+    fn enqueue(&mut self, routed: &mut Vec<QueueRef>, message: Message, session: &Session) {
         let message = Arc::new(message);
         let Some(confirms) = &mut self.confirms else {
             for queue in routed.drain(..) {
-                queue.send(QueueCommand::Publish {
-                    message: message.clone(),
-                    confirm: None,
-                });
-                hold_back_if_congested(&queue, session);
+                self.outbox.stage(queue, message.clone(), None);
             }
             return;
         };
@@ -1030,11 +1064,7 @@ impl Channel {
         if waiting == 0 {
             confirms.push(Outcome::Ack);
             for queue in routed.drain(..) {
-                queue.send(QueueCommand::Publish {
-                    message: message.clone(),
-                    confirm: None,
-                });
-                hold_back_if_congested(&queue, session);
+                self.outbox.stage(queue, message.clone(), None);
             }
             return;
         }
@@ -1050,9 +1080,17 @@ impl Channel {
             } else {
                 None
             };
-            queue.send(QueueCommand::Publish {
-                message: message.clone(),
-                confirm,
+            self.outbox.stage(queue, message.clone(), confirm);
+        }
+    }
+
+    /// Sends what this channel published since the last flush, one command per queue. Called
+    /// at the end of each read and before any method that must see those publishes.
+    pub fn flush_publishes(&mut self, session: &mut Session) {
+        for (queue, staged) in self.outbox.batches.drain(..) {
+            queue.send(match staged {
+                Staged::One((message, confirm)) => QueueCommand::Publish { message, confirm },
+                Staged::Many(batch) => QueueCommand::Publishes(batch),
             });
             hold_back_if_congested(&queue, session);
         }
@@ -1160,6 +1198,8 @@ impl Channel {
     /// The channel is going away: stop its consumers and put its unacknowledged messages back
     /// in their queues (consumers first, so the requeued messages don't come back here).
     pub fn release(&mut self, session: &mut Session) {
+        // Publishes already taken in still go to their queues.
+        self.flush_publishes(session);
         let tags: Vec<ShortStr> = self.consumers.keys().cloned().collect();
         for tag in tags {
             self.cancel_consumer(&tag, session);

@@ -223,7 +223,7 @@ pub(crate) async fn serve(
             }
         }
     }
-    connection.cleanup().await;
+    connection.release_all().await;
 }
 
 async fn wait_drained(queue: &Option<broker::queue::QueueRef>) {
@@ -403,6 +403,8 @@ impl Connection {
             match Frame::decode(input, self.decode_frame_max()) {
                 Ok(frame) => {
                     if let Some(frame) = self.handle_hot_frame(frame) {
+                        // Whatever comes next must see the publishes read before it.
+                        self.flush_publishes();
                         self.handle_frame(frame).await;
                     }
                 }
@@ -416,7 +418,14 @@ impl Connection {
                 }
             }
         }
+        self.flush_publishes();
         self.flush_confirms();
+    }
+
+    fn flush_publishes(&mut self) {
+        for channel in self.channels.values_mut() {
+            channel.flush_publishes(&mut self.session);
+        }
     }
 
     fn flush_confirms(&mut self) {
@@ -652,6 +661,16 @@ impl Connection {
         if channel_id == 0 {
             match frame {
                 Frame::Heartbeat { .. } => {}
+                Frame::Method {
+                    method: Method::ConnectionClose(_),
+                    ..
+                } => {
+                    // Like RabbitMQ, the connection's exclusive queues are gone before the
+                    // client learns that it is closed.
+                    self.release_all().await;
+                    self.session.send_method(0, ConnectionCloseOk {});
+                    self.state = State::Closed;
+                }
                 Frame::Method { method, .. } => self.handle_connection_method(method),
                 _ => self.close_with(
                     AmqpException::unexpected_frame("content frame on channel 0"),
@@ -873,7 +892,8 @@ impl Connection {
         }
     }
 
-    async fn cleanup(&mut self) {
+    /// Puts back what the connection's channels hold and deletes its exclusive queues.
+    async fn release_all(&mut self) {
         for (_, mut channel) in self.channels.drain() {
             channel.release(&mut self.session);
         }

@@ -70,6 +70,9 @@ pub struct QueueStats {
     pub unacked_count: u32,
 }
 
+/// A published message and, when its publisher waits for this queue, the token to answer.
+pub type Published = (Arc<Message>, Option<ConfirmToken>);
+
 pub enum QueueCommand {
     Publish {
         message: Arc<Message>,
@@ -77,6 +80,8 @@ pub enum QueueCommand {
         /// queue may refuse the message).
         confirm: Option<ConfirmToken>,
     },
+    /// The publishes a connection read in one go, in order: one command for many.
+    Publishes(Vec<Published>),
     Consume {
         consumer: Consumer,
         reply: oneshot::Sender<AmqpResult<()>>,
@@ -108,6 +113,17 @@ pub enum QueueCommand {
     },
     /// The broker is stopping: close the log cleanly and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+impl QueueCommand {
+    /// How many messages the command publishes.
+    fn publishes(&self) -> usize {
+        match self {
+            QueueCommand::Publish { .. } => 1,
+            QueueCommand::Publishes(batch) => batch.len(),
+            _ => 0,
+        }
+    }
 }
 
 impl std::fmt::Debug for QueueCommand {
@@ -201,8 +217,9 @@ impl QueueHandle {
     /// Sends a command; a queue that is gone silently drops it, like a deleted RabbitMQ queue.
     pub fn send(&self, command: QueueCommand) {
         let inbox = match command {
-            QueueCommand::Publish { .. } => {
-                self.backlog.fetch_add(1, Ordering::AcqRel);
+            QueueCommand::Publish { .. } | QueueCommand::Publishes(_) => {
+                self.backlog
+                    .fetch_add(command.publishes(), Ordering::AcqRel);
                 &self.ordered
             }
             QueueCommand::Get { .. }
@@ -304,7 +321,7 @@ const COMMAND_BATCH: usize = 256;
 /// Ready messages beyond which a queue with consumers counts them as falling behind.
 const CONSUMERS_BEHIND_READY: u32 = 50_000;
 /// The most a falling-behind queue may take in at once on deliveries earned earlier.
-const MAX_EARNED_INTAKE: usize = 4 * COMMAND_BATCH;
+const MAX_EARNED_INTAKE: i64 = 4 * COMMAND_BATCH as i64;
 /// How often a queue whose consumers stalled still takes in a batch of ordered commands.
 const STALLED_INTAKE_PERIOD: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -420,25 +437,27 @@ impl QueueTask {
         let mut batch = Vec::with_capacity(COMMAND_BATCH);
         // Ordered commands (mostly publishes) the queue may take in while its consumers are
         // behind: earned by deliveries, so intake follows consumption (see `behind`).
-        let mut allowance = 0usize;
+        // May go below zero: a batch of publishes is taken whole, and the debt is paid off by
+        // later deliveries.
+        let mut allowance: i64 = 0;
         loop {
             let behind = self.consumers_behind();
             allowance = if behind {
                 allowance.min(MAX_EARNED_INTAKE)
             } else {
-                usize::MAX
+                i64::MAX
             };
             tokio::select! {
                 biased;
                 Some(command) = control.recv() => batch.push(command),
                 Some(command) = ordered.recv(), if allowance > 0 => {
-                    allowance -= 1;
+                    allowance = allowance.saturating_sub(command.publishes().max(1) as i64);
                     batch.push(command);
                 }
                 // A trickle, so that a get or a delete behind the waiting publishes of a
                 // queue whose consumers stalled is still served.
-                _ = tokio::time::sleep(STALLED_INTAKE_PERIOD), if allowance == 0 => {
-                    allowance = COMMAND_BATCH;
+                _ = tokio::time::sleep(STALLED_INTAKE_PERIOD), if allowance <= 0 => {
+                    allowance = COMMAND_BATCH as i64;
                 }
                 else => return,
             }
@@ -451,18 +470,18 @@ impl QueueTask {
                     Err(_) => break,
                 }
             }
-            let taken = batch.len();
-            while batch.len() < taken + (2 * COMMAND_BATCH).min(allowance) {
+            let mut taken = 0;
+            while (taken as i64) < (2 * COMMAND_BATCH as i64).min(allowance) {
                 match ordered.try_recv() {
-                    Ok(command) => batch.push(command),
+                    Ok(command) => {
+                        taken += command.publishes().max(1);
+                        batch.push(command);
+                    }
                     Err(_) => break,
                 }
             }
-            allowance -= batch.len() - taken;
-            let publishes = batch
-                .iter()
-                .filter(|c| matches!(c, QueueCommand::Publish { .. }))
-                .count();
+            allowance = allowance.saturating_sub(taken as i64);
+            let publishes = batch.iter().map(QueueCommand::publishes).sum();
             let mut stop = None;
             for command in batch.drain(..) {
                 if let QueueCommand::Shutdown(reply) = command {
@@ -482,7 +501,7 @@ impl QueueTask {
             if stop.is_none() {
                 let delivered = self.deliver_ready();
                 if behind {
-                    allowance = allowance.saturating_add(delivered);
+                    allowance = allowance.saturating_add(delivered as i64);
                 }
             }
             self.end_batch();
@@ -527,6 +546,11 @@ impl QueueTask {
     fn handle_command(&mut self, command: QueueCommand) -> Flow {
         match command {
             QueueCommand::Publish { message, confirm } => self.publish(message, confirm),
+            QueueCommand::Publishes(batch) => {
+                for (message, confirm) in batch {
+                    self.publish(message, confirm);
+                }
+            }
             QueueCommand::Consume { consumer, reply } => {
                 let result = self.check_consume(&consumer);
                 if result.is_ok() {
