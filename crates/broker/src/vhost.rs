@@ -561,12 +561,7 @@ impl VHost {
             arguments: d.arguments.clone(),
             limits,
         };
-        let queue = QueueHandle::spawn(
-            name.clone(),
-            config,
-            self.self_ref.clone(),
-            self.durability.clone(),
-        );
+        let queue = self.spawn_queue(name.clone(), config);
         queues.insert(name, queue.clone());
         drop(queues);
         if queue.is_persistent_definition() {
@@ -631,6 +626,11 @@ impl VHost {
         }
     }
 
+    /// Starts a queue of this vhost (its owner task knows the vhost and the data directory).
+    fn spawn_queue(&self, name: ShortStr, config: QueueConfig) -> QueueRef {
+        QueueHandle::spawn(name, config, self.self_ref.clone(), self.durability.clone())
+    }
+
     /// Recreates a durable exchange from definitions (startup or import).
     pub fn restore_exchange(&self, def: &ExchangeDef, arguments: FieldTable) -> AmqpResult<()> {
         let name = ShortStr::new(def.name.as_str())
@@ -674,12 +674,7 @@ impl VHost {
             arguments,
             limits,
         };
-        let queue = QueueHandle::spawn(
-            name.clone(),
-            config,
-            self.self_ref.clone(),
-            self.durability.clone(),
-        );
+        let queue = self.spawn_queue(name.clone(), config);
         queues.insert(name, queue);
         Ok(())
     }

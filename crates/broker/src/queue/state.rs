@@ -437,7 +437,7 @@ mod tests {
     use bytes::Bytes;
     use std::collections::VecDeque as Model;
 
-    fn msg(n: u8) -> Arc<Message> {
+    pub(super) fn msg(n: u8) -> Arc<Message> {
         Arc::new(Message {
             exchange: ShortStr::default(),
             routing_key: ShortStr::default(),
@@ -605,10 +605,10 @@ mod tests {
 
 #[cfg(test)]
 mod global_credit_tests {
+    use super::tests::msg;
     use super::*;
     use crate::consumer::tests::test_consumer;
     use crate::credit::Credit;
-    use bytes::Bytes;
 
     #[test]
     fn a_channel_wide_window_limits_consumers_without_their_own() {
@@ -617,14 +617,7 @@ mod global_credit_tests {
         c.channel_credit = Arc::new(Credit::new(3));
         q.add_consumer(c);
         for _ in 0..5 {
-            let m = Arc::new(Message {
-                exchange: ShortStr::default(),
-                routing_key: ShortStr::default(),
-                properties: Bytes::new(),
-                body: Bytes::new(),
-                persistent: false,
-            });
-            q.publish(m, |_, _| Ok::<_, ()>(None));
+            q.publish(msg(0), |_, _| Ok::<_, ()>(None));
         }
         let mut n = 0;
         while q.next_delivery().is_some() {
@@ -639,14 +632,7 @@ mod global_credit_tests {
         let (c, window) = test_consumer("c", 2, true);
         q.add_consumer(c);
         for _ in 0..5 {
-            let m = Arc::new(Message {
-                exchange: ShortStr::default(),
-                routing_key: ShortStr::default(),
-                properties: Bytes::new(),
-                body: Bytes::new(),
-                persistent: false,
-            });
-            q.publish(m, |_, _| Ok::<_, ()>(None));
+            q.publish(msg(0), |_, _| Ok::<_, ()>(None));
         }
         let mut n = 0;
         while q.next_delivery().is_some() {
