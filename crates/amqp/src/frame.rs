@@ -96,7 +96,11 @@ impl Frame {
                 header.encode(out);
                 end_frame(at, out);
             }
-            Frame::Body { channel, payload } => put_body_frame(*channel, payload, out),
+            Frame::Body { channel, payload } => {
+                encode_body_frame_header(*channel, payload.len(), out);
+                out.put_slice(payload);
+                out.put_u8(FRAME_END);
+            }
             Frame::Heartbeat { channel } => {
                 begin_frame(FRAME_HEARTBEAT, *channel, out);
                 out.put_u8(FRAME_END);
@@ -178,25 +182,32 @@ pub fn encode_body_frames(channel: u16, body: &[u8], frame_max: u32, out: &mut B
     if body.is_empty() {
         return;
     }
-    let chunk = if frame_max == 0 {
-        body.len()
-    } else {
-        // A frame_max at or below the overhead is a caller bug; one byte per frame still ends.
-        (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
-    };
+    let chunk = body_frame_payload_max(frame_max, body.len());
     out.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD);
     for piece in body.chunks(chunk) {
-        put_body_frame(channel, piece, out);
+        encode_body_frame_header(channel, piece.len(), out);
+        out.put_slice(piece);
+        out.put_u8(FRAME_END);
     }
 }
 
+/// How many body bytes one body frame carries under `frame_max` (0 = no limit).
+pub fn body_frame_payload_max(frame_max: u32, body_len: usize) -> usize {
+    if frame_max == 0 {
+        body_len.max(1)
+    } else {
+        // A frame_max at or below the overhead is a caller bug; one byte per frame still ends.
+        (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
+    }
+}
+
+/// The 7-byte header of a body frame, for a writer that sends the payload from where it
+/// already is and then `FRAME_END`.
 #[inline]
-fn put_body_frame(channel: u16, payload: &[u8], out: &mut BytesMut) {
+pub fn encode_body_frame_header(channel: u16, payload_len: usize, out: &mut BytesMut) {
     out.put_u8(FRAME_BODY);
     out.put_u16(channel);
-    out.put_u32(payload.len() as u32);
-    out.put_slice(payload);
-    out.put_u8(FRAME_END);
+    out.put_u32(payload_len as u32);
 }
 
 /// A heartbeat frame (channel 0, empty payload).

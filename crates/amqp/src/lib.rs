@@ -17,9 +17,10 @@ mod roundtrip_tests;
 pub use error::{DecodeError, SHORTSTR_NOT_UTF8};
 pub use field::{Decimal, FieldTable, FieldValue, MAX_NESTING_DEPTH};
 pub use frame::{
-    encode_basic_header_frame, encode_body_frames, encode_content_header_frame,
-    encode_heartbeat_frame, encode_method_frame, Frame, FRAME_BODY, FRAME_END, FRAME_HEADER,
-    FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE, FRAME_OVERHEAD, PROTOCOL_HEADER,
+    body_frame_payload_max, encode_basic_header_frame, encode_body_frame_header,
+    encode_body_frames, encode_content_header_frame, encode_heartbeat_frame, encode_method_frame,
+    Frame, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE,
+    FRAME_OVERHEAD, PROTOCOL_HEADER,
 };
 pub use methods::*;
 pub use properties::{BasicProperties, ContentHeader, CLASS_BASIC};

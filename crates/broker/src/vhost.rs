@@ -2,6 +2,7 @@
 //! Knows nothing of frames or sockets; the server calls it from channel handlers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use amqp::{BasicProperties, FieldTable, FieldValue, ShortStr};
@@ -22,6 +23,12 @@ use crate::queue::{Overflow, QueueConfig, QueueHandle, QueueLimits, QueueRef};
 pub enum Destination {
     Queue(ShortStr),
     Exchange(ShortStr),
+}
+
+/// The exchange a publisher used last, with the vhost's removal count when it was looked up.
+#[derive(Default)]
+pub struct ExchangeCache {
+    last: Option<(u64, Arc<Exchange>)>,
 }
 
 pub struct Exchange {
@@ -108,6 +115,8 @@ pub struct VHost {
     /// Where durable definitions and messages go; `None` for a broker without a data dir.
     pub(crate) durability: Option<Arc<Durability>>,
     exchanges: RwLock<HashMap<ShortStr, Arc<Exchange>>>,
+    /// Counts exchange removals, so that a channel's `ExchangeCache` knows when to look again.
+    exchange_removals: AtomicU64,
     queues: RwLock<HashMap<ShortStr, QueueRef>>,
     self_ref: Weak<VHost>,
 }
@@ -135,6 +144,7 @@ impl VHost {
             name: name.to_string(),
             durability,
             exchanges: RwLock::new(HashMap::new()),
+            exchange_removals: AtomicU64::new(0),
             queues: RwLock::new(HashMap::new()),
             self_ref: self_ref.clone(),
         });
@@ -164,6 +174,24 @@ impl VHost {
 
     pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
         self.exchanges.read().get(name).cloned()
+    }
+
+    /// `existing_exchange` for a publisher, which names the same exchange publish after
+    /// publish: the cache answers until an exchange of the vhost is removed.
+    pub fn cached_exchange(
+        &self,
+        cache: &mut ExchangeCache,
+        name: &str,
+    ) -> AmqpResult<Arc<Exchange>> {
+        let removals = self.exchange_removals.load(Ordering::Acquire);
+        if let Some((seen_removals, exchange)) = &cache.last {
+            if *seen_removals == removals && exchange.name.as_str() == name {
+                return Ok(exchange.clone());
+            }
+        }
+        let exchange = self.existing_exchange(name)?;
+        cache.last = Some((removals, exchange.clone()));
+        Ok(exchange)
     }
 
     pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
@@ -332,6 +360,7 @@ impl VHost {
         }
         let durable = exchange.durable;
         exchanges.remove(name);
+        self.exchange_removals.fetch_add(1, Ordering::Release);
         let destination = Destination::Exchange(ShortStr::new(name).unwrap_or_default());
         drop(exchanges);
         self.remove_bindings_to(&destination);
@@ -360,6 +389,7 @@ impl VHost {
 
     fn auto_delete_exchange(&self, name: &ShortStr) {
         let removed = self.exchanges.write().remove(name.as_str());
+        self.exchange_removals.fetch_add(1, Ordering::Release);
         if let Some(exchange) = removed {
             self.remove_bindings_to(&Destination::Exchange(name.clone()));
             if exchange.durable {

@@ -6,9 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use amqp::{
-    encode_body_frames, encode_content_header_frame, encode_method_frame, BasicAck, BasicCancel,
-    BasicCancelOk, BasicConsume, BasicConsumeOk, BasicDeliver, BasicGet, BasicGetEmpty, BasicGetOk,
-    BasicNack, BasicProperties, BasicPublish, BasicQos, BasicQosOk, BasicRecoverOk, BasicReturn,
+    encode_content_header_frame, encode_method_frame, BasicAck, BasicCancel, BasicCancelOk,
+    BasicConsume, BasicConsumeOk, BasicDeliver, BasicGet, BasicGetEmpty, BasicGetOk, BasicNack,
+    BasicProperties, BasicPublish, BasicQos, BasicQosOk, BasicRecoverOk, BasicReturn,
     ChannelFlowOk, ConfirmSelectOk, ContentHeader, ExchangeBindOk, ExchangeDeclareOk,
     ExchangeDeleteOk, ExchangeUnbindOk, Method, QueueBindOk, QueueDeclareOk, QueueDeleteOk,
     QueuePurgeOk, QueueUnbindOk, ShortStr, TxCommitOk, TxRollbackOk, TxSelectOk, CLASS_BASIC,
@@ -20,7 +20,9 @@ use broker::error::reply_code;
 use broker::message::{delivery_mode, property_flag, property_flags, Message};
 use broker::names::generate_name;
 use broker::queue::{MessageId, Published, QueueCommand, QueueRef};
-use broker::vhost::{Exchange, ExchangeDeclaration, QueueDeclaration, VHost, DIRECT_REPLY_TO};
+use broker::vhost::{
+    Exchange, ExchangeCache, ExchangeDeclaration, QueueDeclaration, VHost, DIRECT_REPLY_TO,
+};
 use broker::{AmqpException, AmqpResult, ReplyConsumer};
 use bytes::{Bytes, BytesMut};
 
@@ -257,6 +259,7 @@ pub(crate) struct Channel {
     reply_to: Option<(ShortStr, ShortStr)>,
     routed: Vec<QueueRef>,
     outbox: Outbox,
+    publish_exchange: ExchangeCache,
 }
 
 impl Channel {
@@ -276,6 +279,7 @@ impl Channel {
             tx: None,
             last_queue: None,
             reply_to: None,
+            publish_exchange: ExchangeCache::default(),
             routed: Vec::new(),
             outbox: Outbox::default(),
         }
@@ -949,7 +953,9 @@ impl Channel {
         body: Bytes,
         session: &mut Session,
     ) -> AmqpResult<()> {
-        let exchange = self.vhost.existing_exchange(&publish.exchange)?;
+        let exchange = self
+            .vhost
+            .cached_exchange(&mut self.publish_exchange, &publish.exchange)?;
         if exchange.internal {
             return Err(AmqpException::access_refused(format!(
                 "cannot publish to internal exchange '{}' in vhost '{}'",
@@ -1257,5 +1263,7 @@ fn write_content(channel: u16, message: &Message, session: &mut Session) {
         &message.properties,
         &mut session.out,
     );
-    encode_body_frames(channel, &message.body, session.frame_max, &mut session.out);
+    session
+        .out
+        .put_body(channel, &message.body, session.frame_max);
 }

@@ -16,6 +16,8 @@ use amqp::{
 use broker::consumer::{ConnectionEvent, ConnectionSink};
 use broker::{AmqpException, Broker, Scope};
 use bytes::BytesMut;
+
+use crate::outbound::Outbound;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -57,7 +59,7 @@ pub(crate) struct Session {
     pub broker: Arc<Broker>,
     pub config: Arc<Config>,
     pub sink: ConnectionSink,
-    pub out: BytesMut,
+    pub out: Outbound,
     pub frame_max: u32,
     pub capabilities: ClientCapabilities,
     /// The authenticated user, which a message's user_id property must name.
@@ -116,7 +118,7 @@ pub(crate) async fn serve(
             frame_max: config.frame_max_bytes,
             config,
             sink,
-            out: BytesMut::with_capacity(16 * 1024),
+            out: Outbound::default(),
             capabilities: ClientCapabilities::default(),
             username: String::new(),
             throttled_by: None,
@@ -155,7 +157,7 @@ pub(crate) async fn serve(
         let closing_deadline = connection.closing_deadline();
         let linger_deadline = hung_up_at.unwrap_or_else(Instant::now) + LINGER_AFTER_CLOSE;
         tokio::select! {
-            written = writer.write_buf(&mut connection.session.out), if !connection.session.out.is_empty() => {
+            written = connection.session.out.write_to(&mut writer), if !connection.session.out.is_empty() => {
                 match written {
                     Ok(0) | Err(_) => break,
                     Ok(_) => wrote_since_tick = true,

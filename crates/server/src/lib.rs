@@ -4,6 +4,7 @@
 mod channel;
 pub mod config;
 mod connection;
+mod outbound;
 mod server;
 
 pub use config::Config;

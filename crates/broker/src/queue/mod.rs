@@ -320,6 +320,10 @@ enum Stop {
 const COMMAND_BATCH: usize = 256;
 /// Ready messages beyond which a queue with consumers counts them as falling behind.
 const CONSUMERS_BEHIND_READY: u32 = 50_000;
+/// Ready body bytes beyond which a queue with consumers counts them as falling behind: well
+/// under `IN_MEMORY_BUDGET_BYTES`, so that a queue whose consumers are merely slower than its
+/// publishers holds them back before it pages messages out to its log.
+const CONSUMERS_BEHIND_READY_BYTES: u64 = 8 * 1024 * 1024;
 /// The most a falling-behind queue may take in at once on deliveries earned earlier.
 const MAX_EARNED_INTAKE: i64 = 4 * COMMAND_BATCH as i64;
 /// How often a queue whose consumers stalled still takes in a batch of ordered commands.
@@ -727,7 +731,9 @@ impl QueueTask {
     /// publishers back (flow control, like RabbitMQ's credit flow) instead of the queue growing
     /// without end while its consumers starve for CPU.
     fn consumers_behind(&self) -> bool {
-        self.state.consumer_count() > 0 && self.state.message_count() > CONSUMERS_BEHIND_READY
+        self.state.consumer_count() > 0
+            && (self.state.message_count() > CONSUMERS_BEHIND_READY
+                || self.state.ready_bytes() > CONSUMERS_BEHIND_READY_BYTES)
     }
 
     /// Returns how many messages went out.
