@@ -10,17 +10,30 @@ pub(crate) const HEADER_LEN: usize = 20;
 pub(crate) const PREFIX_LEN: usize = 8;
 /// kind, flags, part_count, message id.
 pub(crate) const MESSAGE_FIXED_LEN: usize = 12;
+/// The expiry that follows the message id when `FLAG_EXPIRES` is set.
+const EXPIRES_LEN: usize = 8;
 /// kind + 3 reserved bytes.
 pub(crate) const IDS_FIXED_LEN: usize = 4;
 /// Most parts one message record may carry.
 pub const MAX_PARTS: usize = 16;
 /// Longest message record head: prefix, fixed fields, part lengths.
-pub(crate) const MAX_MESSAGE_HEAD_LEN: usize = PREFIX_LEN + MESSAGE_FIXED_LEN + 4 * MAX_PARTS;
+pub(crate) const MAX_MESSAGE_HEAD_LEN: usize =
+    PREFIX_LEN + MESSAGE_FIXED_LEN + EXPIRES_LEN + 4 * MAX_PARTS;
 
 pub(crate) const KIND_MESSAGE: u8 = 1;
 pub(crate) const KIND_ACKED: u8 = 2;
 pub(crate) const KIND_DELIVERED: u8 = 3;
 const FLAG_PERSISTENT: u8 = 1;
+const FLAG_EXPIRES: u8 = 2;
+
+/// Bytes before the part lengths in a message body with these flags.
+fn message_fixed_len(flags: u8) -> usize {
+    if flags & FLAG_EXPIRES != 0 {
+        MESSAGE_FIXED_LEN + EXPIRES_LEN
+    } else {
+        MESSAGE_FIXED_LEN
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FileKind {
@@ -87,10 +100,15 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Total record length (prefix included) of a message with these parts.
-pub(crate) fn message_record_len(parts: &[&[u8]]) -> u64 {
+/// Total record length (prefix included) of a message with these parts (and an expiry).
+pub(crate) fn message_record_len(parts: &[&[u8]], expires: bool) -> u64 {
     let data: u64 = parts.iter().map(|p| p.len() as u64).sum();
-    (PREFIX_LEN + MESSAGE_FIXED_LEN + 4 * parts.len()) as u64 + data
+    let fixed = if expires {
+        MESSAGE_FIXED_LEN + EXPIRES_LEN
+    } else {
+        MESSAGE_FIXED_LEN
+    };
+    (PREFIX_LEN + fixed + 4 * parts.len()) as u64 + data
 }
 
 /// Fills `head` with a message record's prefix, fixed fields and part lengths, the CRC
@@ -100,17 +118,26 @@ pub(crate) fn encode_message_head(
     head: &mut [u8; MAX_MESSAGE_HEAD_LEN],
     id: u64,
     persistent: bool,
+    expires_at: Option<u64>,
     parts: &[&[u8]],
 ) -> usize {
-    let head_len = PREFIX_LEN + MESSAGE_FIXED_LEN + 4 * parts.len();
-    let body_len = message_record_len(parts) as usize - PREFIX_LEN;
+    let mut flags = if persistent { FLAG_PERSISTENT } else { 0 };
+    if expires_at.is_some() {
+        flags |= FLAG_EXPIRES;
+    }
+    let fixed = message_fixed_len(flags);
+    let head_len = PREFIX_LEN + fixed + 4 * parts.len();
+    let body_len = message_record_len(parts, expires_at.is_some()) as usize - PREFIX_LEN;
     head[0..4].copy_from_slice(&(body_len as u32).to_le_bytes());
     head[8] = KIND_MESSAGE;
-    head[9] = if persistent { FLAG_PERSISTENT } else { 0 };
+    head[9] = flags;
     head[10..12].copy_from_slice(&(parts.len() as u16).to_le_bytes());
     head[12..20].copy_from_slice(&id.to_le_bytes());
+    if let Some(expires_at) = expires_at {
+        head[20..28].copy_from_slice(&expires_at.to_le_bytes());
+    }
     for (i, p) in parts.iter().enumerate() {
-        let at = PREFIX_LEN + MESSAGE_FIXED_LEN + 4 * i;
+        let at = PREFIX_LEN + fixed + 4 * i;
         head[at..at + 4].copy_from_slice(&(p.len() as u32).to_le_bytes());
     }
     let mut crc = crc32c::crc32c(&head[0..4]);
@@ -148,6 +175,8 @@ pub(crate) enum Parsed {
         total: usize,
         id: u64,
         persistent: bool,
+        /// The caller's expiry, if the message was appended with one.
+        expires_at: Option<u64>,
     },
     /// An acked or delivered record; its ids are `ids_of(&slice[..total])`.
     Ids { total: usize, kind: u8 },
@@ -174,10 +203,11 @@ pub(crate) fn parse_record(b: &[u8]) -> Parsed {
     let body = &b[PREFIX_LEN..total];
     match body[0] {
         KIND_MESSAGE => match message_shape(body) {
-            Some((id, persistent, _)) => Parsed::Message {
+            Some(shape) => Parsed::Message {
                 total,
-                id,
-                persistent,
+                id: shape.id,
+                persistent: shape.persistent,
+                expires_at: shape.expires_at,
             },
             None => Parsed::Invalid,
         },
@@ -195,26 +225,37 @@ pub(crate) fn parse_record(b: &[u8]) -> Parsed {
     }
 }
 
-/// `(id, persistent, part_count)` if `body` is a well-formed message body.
-fn message_shape(body: &[u8]) -> Option<(u64, bool, usize)> {
+/// The fixed fields of a well-formed message body.
+struct MessageShape {
+    id: u64,
+    persistent: bool,
+    expires_at: Option<u64>,
+}
+
+fn message_shape(body: &[u8]) -> Option<MessageShape> {
     if body.len() < MESSAGE_FIXED_LEN || body[0] != KIND_MESSAGE {
         return None;
     }
     let flags = body[1];
-    if flags & !FLAG_PERSISTENT != 0 {
+    if flags & !(FLAG_PERSISTENT | FLAG_EXPIRES) != 0 {
         return None;
     }
+    let fixed = message_fixed_len(flags);
     let parts = u16::from_le_bytes([body[2], body[3]]) as usize;
-    if parts > MAX_PARTS || body.len() < MESSAGE_FIXED_LEN + 4 * parts {
+    if parts > MAX_PARTS || body.len() < fixed + 4 * parts {
         return None;
     }
     let data: u64 = (0..parts)
-        .map(|i| u64::from(u32_at(body, MESSAGE_FIXED_LEN + 4 * i)))
+        .map(|i| u64::from(u32_at(body, fixed + 4 * i)))
         .sum();
-    if data != (body.len() - MESSAGE_FIXED_LEN - 4 * parts) as u64 {
+    if data != (body.len() - fixed - 4 * parts) as u64 {
         return None;
     }
-    Some((u64_at(body, 4), flags & FLAG_PERSISTENT != 0, parts))
+    Some(MessageShape {
+        id: u64_at(body, 4),
+        persistent: flags & FLAG_PERSISTENT != 0,
+        expires_at: (flags & FLAG_EXPIRES != 0).then(|| u64_at(body, MESSAGE_FIXED_LEN)),
+    })
 }
 
 /// The ids of a record that `parse_record` called `Ids`.
@@ -262,8 +303,17 @@ impl Payload {
         self.body[1] & FLAG_PERSISTENT != 0
     }
 
+    /// The expiry given to `append_expiring`, if any.
+    pub fn expires_at(&self) -> Option<u64> {
+        (self.body[1] & FLAG_EXPIRES != 0).then(|| u64_at(&self.body, MESSAGE_FIXED_LEN))
+    }
+
     pub fn part_count(&self) -> usize {
         u16::from_le_bytes([self.body[2], self.body[3]]) as usize
+    }
+
+    fn lengths_at(&self) -> usize {
+        message_fixed_len(self.body[1])
     }
 
     /// Part `i` as given to `append`, sharing this payload's buffer.
@@ -272,20 +322,22 @@ impl Payload {
         if i >= count {
             return None;
         }
-        let mut start = MESSAGE_FIXED_LEN + 4 * count;
+        let lengths = self.lengths_at();
+        let mut start = lengths + 4 * count;
         for j in 0..i {
-            start += u32_at(&self.body, MESSAGE_FIXED_LEN + 4 * j) as usize;
+            start += u32_at(&self.body, lengths + 4 * j) as usize;
         }
-        let len = u32_at(&self.body, MESSAGE_FIXED_LEN + 4 * i) as usize;
+        let len = u32_at(&self.body, lengths + 4 * i) as usize;
         Some(self.body.slice(start..start + len))
     }
 
     /// Every part, in order.
     pub fn parts(&self) -> impl Iterator<Item = Bytes> + '_ {
         let count = self.part_count();
-        let mut start = MESSAGE_FIXED_LEN + 4 * count;
+        let lengths = self.lengths_at();
+        let mut start = lengths + 4 * count;
         (0..count).map(move |i| {
-            let len = u32_at(&self.body, MESSAGE_FIXED_LEN + 4 * i) as usize;
+            let len = u32_at(&self.body, lengths + 4 * i) as usize;
             let part = self.body.slice(start..start + len);
             start += len;
             part
@@ -333,8 +385,17 @@ mod tests {
     }
 
     fn message(id: u64, persistent: bool, parts: &[&[u8]]) -> Vec<u8> {
+        expiring_message(id, persistent, None, parts)
+    }
+
+    fn expiring_message(
+        id: u64,
+        persistent: bool,
+        expires_at: Option<u64>,
+        parts: &[&[u8]],
+    ) -> Vec<u8> {
         let mut head = [0u8; MAX_MESSAGE_HEAD_LEN];
-        let n = encode_message_head(&mut head, id, persistent, parts);
+        let n = encode_message_head(&mut head, id, persistent, expires_at, parts);
         let mut v = head[..n].to_vec();
         for p in parts {
             v.extend_from_slice(p);
@@ -345,7 +406,10 @@ mod tests {
     #[test]
     fn message_record_golden_bytes_and_round_trip() {
         let rec = message(7, true, &[b"ex", b"", b"body"]);
-        assert_eq!(rec.len() as u64, message_record_len(&[b"ex", b"", b"body"]));
+        assert_eq!(
+            rec.len() as u64,
+            message_record_len(&[b"ex", b"", b"body"], false)
+        );
         // body_len = 12 fixed + 3*4 lengths + 6 data
         assert_eq!(&rec[0..4], &30u32.to_le_bytes());
         assert_eq!(&rec[8..12], &[1, 1, 3, 0]);
@@ -357,7 +421,8 @@ mod tests {
             Parsed::Message {
                 total: 38,
                 id: 7,
-                persistent: true
+                persistent: true,
+                expires_at: None,
             }
         );
         let p = Payload::from_record(Bytes::from(rec)).unwrap();
@@ -367,6 +432,32 @@ mod tests {
         assert_eq!(parts, vec![&b"ex"[..], &b""[..], &b"body"[..]]);
         assert_eq!(p.part(2).unwrap(), &b"body"[..]);
         assert_eq!(p.part(3), None);
+    }
+
+    #[test]
+    fn an_expiry_sits_after_the_id_and_moves_the_part_lengths() {
+        let parts: [&[u8]; 2] = [b"ex", b"body"];
+        let rec = expiring_message(9, true, Some(0x0102_0304_0506), &parts);
+        assert_eq!(rec.len() as u64, message_record_len(&parts, true));
+        assert_eq!(&rec[8..12], &[1, 3, 2, 0], "flags: persistent and expires");
+        assert_eq!(&rec[20..28], &0x0102_0304_0506u64.to_le_bytes());
+        assert_eq!(&rec[28..36], &[2, 0, 0, 0, 4, 0, 0, 0]);
+        assert_eq!(
+            parse_record(&rec),
+            Parsed::Message {
+                total: rec.len(),
+                id: 9,
+                persistent: true,
+                expires_at: Some(0x0102_0304_0506),
+            }
+        );
+        let p = Payload::from_record(Bytes::from(rec)).unwrap();
+        assert_eq!(p.expires_at(), Some(0x0102_0304_0506));
+        assert_eq!(
+            p.parts().collect::<Vec<_>>(),
+            vec![&b"ex"[..], &b"body"[..]]
+        );
+        assert_eq!(p.part(1).unwrap(), &b"body"[..]);
     }
 
     #[test]

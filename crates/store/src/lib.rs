@@ -94,6 +94,7 @@ mod format;
 mod log;
 mod paths;
 mod recovery;
+mod spill;
 mod storage;
 mod syncer;
 
@@ -105,8 +106,9 @@ pub use definitions::{
 pub use error::StoreError;
 pub use format::{Payload, MAX_PARTS};
 pub use log::{LogConfig, LogStats, QueueLog};
-pub use paths::{escape_name, queue_dir, vhost_dir};
+pub use paths::{delayed_exchange_dir, escape_name, queue_dir, vhost_dir};
 pub use recovery::{Recovered, RecoveredMessage};
+pub use spill::{SpillDir, SpillEntry, SPILL_ENTRY_LEN};
 pub use storage::{create_dir_all_durably, FsStorage, MemStorage, Storage, StorageFile};
 pub use syncer::{Commit, Syncer, SyncerHandle, SyncerStats, DEFAULT_PARALLEL_FSYNCS};
 

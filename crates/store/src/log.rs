@@ -5,7 +5,7 @@
 
 use crate::error::{poisoned, StoreError};
 use crate::format::{self, FileKind, Payload, HEADER_LEN, MAX_MESSAGE_HEAD_LEN, MAX_PARTS};
-use crate::recovery::{self, Recovered};
+use crate::recovery::{self, Recovered, RecoveredMessage};
 use crate::storage::{Storage, StorageFile};
 use crate::syncer::{Commit, Completion, LogShared, SyncRequest, SyncTarget, SyncerHandle};
 use crate::{MessageId, Position};
@@ -153,8 +153,37 @@ impl QueueLog {
         syncer: SyncerHandle,
         config: LogConfig,
     ) -> Result<(QueueLog, Recovered), StoreError> {
-        let dir = dir.into();
-        let outcome = recovery::recover(&*storage, &dir)?;
+        Self::open_recovering(storage, dir.into(), syncer, config, None)
+    }
+
+    /// As `open`, but hands each live message to `visit` as recovery reads it, with its
+    /// payload, instead of collecting them in `Recovered::messages` (left empty): a caller
+    /// that indexes a log too large for memory (the delayed-message exchange) needs no memory
+    /// per message to start. Blocking, like `open`.
+    pub fn open_visiting(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        syncer: SyncerHandle,
+        config: LogConfig,
+        mut visit: impl FnMut(RecoveredMessage, Payload),
+    ) -> Result<(QueueLog, Recovered), StoreError> {
+        let mut with_payload = |message: RecoveredMessage, record: &[u8]| {
+            // The record passed its CRC check in the scan; a failure here cannot happen.
+            if let Ok(payload) = Payload::from_record(Bytes::copy_from_slice(record)) {
+                visit(message, payload);
+            }
+        };
+        Self::open_recovering(storage, dir.into(), syncer, config, Some(&mut with_payload))
+    }
+
+    fn open_recovering(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        syncer: SyncerHandle,
+        config: LogConfig,
+        visit: Option<&mut recovery::Visitor<'_>>,
+    ) -> Result<(QueueLog, Recovered), StoreError> {
+        let outcome = recovery::recover_visiting(&*storage, &dir, visit)?;
         let segments = outcome
             .segments
             .into_iter()
@@ -215,11 +244,24 @@ impl QueueLog {
         persistent: bool,
         parts: &[&[u8]],
     ) -> Result<Position, StoreError> {
+        self.append_expiring(id, persistent, None, parts)
+    }
+
+    /// `append` with the time after which the message is no longer wanted (milliseconds
+    /// since the Unix epoch): the store keeps it with the message and hands it back at
+    /// recovery, and does nothing else with it.
+    pub fn append_expiring(
+        &mut self,
+        id: MessageId,
+        persistent: bool,
+        expires_at: Option<u64>,
+        parts: &[&[u8]],
+    ) -> Result<Position, StoreError> {
         self.check()?;
         if parts.len() > MAX_PARTS {
             return Err(invalid_input("a message has at most 16 parts"));
         }
-        let total = format::message_record_len(parts);
+        let total = format::message_record_len(parts, expires_at.is_some());
         if total > u64::from(u32::MAX) - HEADER_LEN as u64 {
             return Err(invalid_input("a message record must be shorter than 4 GiB"));
         }
@@ -240,7 +282,7 @@ impl QueueLog {
         };
         let offset = tail.size();
         let mut head = [0u8; MAX_MESSAGE_HEAD_LEN];
-        let head_len = format::encode_message_head(&mut head, id, persistent, parts);
+        let head_len = format::encode_message_head(&mut head, id, persistent, expires_at, parts);
         let total = total as usize;
         let mut result = Ok(());
         if total >= limit / 2 {

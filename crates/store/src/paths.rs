@@ -21,6 +21,15 @@ pub fn vhost_dir(data_dir: &Path, vhost: &str) -> PathBuf {
     data_dir.join("queues").join(escape_name(vhost))
 }
 
+/// The directory of a durable delayed-message exchange: its message log and spill files
+/// (docs/storage-format.md, "Delayed-message exchanges").
+pub fn delayed_exchange_dir(data_dir: &Path, vhost: &str, exchange: &str) -> PathBuf {
+    data_dir
+        .join("delayed")
+        .join(escape_name(vhost))
+        .join(escape_name(exchange))
+}
+
 /// A file name for any string: `[A-Za-z0-9._-]` kept (a leading `.` escaped), every other
 /// byte `%XX`; long results cut and suffixed with a hash of the whole name.
 pub fn escape_name(name: &str) -> String {

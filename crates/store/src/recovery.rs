@@ -22,6 +22,8 @@ pub struct RecoveredMessage {
     /// A delivered marker was recorded for it (`QueueLog::mark_delivered`): send it with
     /// redelivered=true.
     pub redelivered: bool,
+    /// The expiry it was appended with (`QueueLog::append_expiring`).
+    pub expires_at: Option<u64>,
 }
 
 /// What `QueueLog::open` found.
@@ -74,7 +76,15 @@ fn io_at(e: io::Error, path: &Path) -> StoreError {
     StoreError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-pub(crate) fn recover(storage: &dyn Storage, dir: &Path) -> Result<RecoveryOutcome, StoreError> {
+/// Takes each live message as recovery finds it, with its whole record (framing included),
+/// instead of `Recovered::messages` collecting it (when `recover_visiting` is given one).
+pub(crate) type Visitor<'a> = dyn FnMut(RecoveredMessage, &[u8]) + 'a;
+
+pub(crate) fn recover_visiting(
+    storage: &dyn Storage,
+    dir: &Path,
+    mut visit: Option<&mut Visitor<'_>>,
+) -> Result<RecoveryOutcome, StoreError> {
     create_dir_all_durably(storage, dir).map_err(|e| io_at(e, dir))?;
     let mut segs = BTreeSet::new();
     let mut acks = BTreeSet::new();
@@ -126,10 +136,10 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path) -> Result<RecoveryOutco
             storage,
             dir,
             seg32,
-            &acked,
-            &delivered,
+            (&acked, &delivered),
             &mut out.recovered,
             &mut max_id,
+            &mut visit,
         )?;
         match live {
             Some(live) if live > 0 => {
@@ -317,10 +327,10 @@ fn scan_segment(
     storage: &dyn Storage,
     dir: &Path,
     seq: u32,
-    acked: &HashSet<u64>,
-    delivered: &HashSet<u64>,
+    (acked, delivered): (&HashSet<u64>, &HashSet<u64>),
     recovered: &mut Recovered,
     max_id: &mut Option<u64>,
+    visit: &mut Option<&mut Visitor<'_>>,
 ) -> Result<Option<u64>, StoreError> {
     let path = seg_path(dir, u64::from(seq));
     let (file, len) = match open_checked(storage, &path, FileKind::Segment, seq.into(), recovered)?
@@ -337,16 +347,27 @@ fn scan_segment(
     let mut live = 0u64;
     let messages = &mut recovered.messages;
     let end = scan_records(&*file, &path, len, |offset, record, parsed| {
-        if let Parsed::Message { id, persistent, .. } = parsed {
+        if let Parsed::Message {
+            id,
+            persistent,
+            expires_at,
+            ..
+        } = parsed
+        {
             *max_id = Some(max_id.map_or(id, |m| m.max(id)));
             if persistent && !acked.contains(&id) {
                 live += 1;
-                messages.push(RecoveredMessage {
+                let message = RecoveredMessage {
                     id,
                     // Offsets and lengths fit: the file is shorter than 4 GiB.
                     position: Position::new(seq, offset as u32, record.len() as u32),
                     redelivered: delivered.contains(&id),
-                });
+                    expires_at,
+                };
+                match visit {
+                    Some(visit) => visit(message, record),
+                    None => messages.push(message),
+                }
             }
         }
         // An ack record in a segment is foreign (see read_ack_file): ignored.
