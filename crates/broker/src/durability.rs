@@ -53,6 +53,11 @@ impl Durability {
         store::queue_dir(&self.data_dir, vhost, queue)
     }
 
+    /// Where a durable delayed-message exchange keeps what it holds.
+    pub fn delayed_dir(&self, vhost: &str, exchange: &str) -> PathBuf {
+        store::delayed_exchange_dir(&self.data_dir, vhost, exchange)
+    }
+
     /// A fresh directory for a paging log (transient messages that did not fit in memory).
     pub fn paging_dir(&self) -> PathBuf {
         let unique = crate::names::generate_name("");
@@ -178,6 +183,25 @@ impl Broker {
                 extra: Map::new(),
             });
         }
+        for policy in self.policies.all(None) {
+            defs.policies.push(store::Policy {
+                vhost: policy.vhost.clone(),
+                name: policy.name.clone(),
+                pattern: policy.pattern.clone(),
+                apply_to: policy.apply_to.as_str().to_string(),
+                definition: Value::Object(policy.definition.clone()),
+                priority: policy.priority,
+            });
+        }
+        for (vhost, user, permission) in self.permissions.all() {
+            defs.permissions.push(Permission {
+                user,
+                vhost,
+                configure: permission.configure.clone(),
+                write: permission.write.clone(),
+                read: permission.read.clone(),
+            });
+        }
         let mut vhosts = self.vhosts();
         vhosts.sort_by(|a, b| a.name().cmp(b.name()));
         for vhost in vhosts {
@@ -188,15 +212,6 @@ impl Broker {
                 limits: None,
                 extra: Map::new(),
             });
-            for user in self.users.all() {
-                defs.permissions.push(Permission {
-                    user: user.name.clone(),
-                    vhost: vhost_name.clone(),
-                    configure: ".*".into(),
-                    write: ".*".into(),
-                    read: ".*".into(),
-                });
-            }
             let mut queues = vhost.queues();
             queues.sort_by(|a, b| a.name.cmp(&b.name));
             for queue in &queues {
@@ -254,8 +269,8 @@ impl Broker {
         defs
     }
 
-    /// Restores users, vhosts, exchanges, queues (which recover their own messages) and
-    /// bindings from definitions read at startup. Entries that no longer make sense (a binding
+    /// Restores users, vhosts, policies, exchanges, queues (which recover their own messages)
+    /// and bindings from definitions read at startup. Entries that no longer make sense (a binding
     /// to a missing queue) are skipped with a warning, never fatal.
     pub fn restore_definitions(&self, defs: &Definitions) {
         if !defs.users.is_empty() {
@@ -269,6 +284,30 @@ impl Broker {
         for vhost in &defs.vhosts {
             self.add_vhost(&vhost.name);
         }
+        self.policies.replace_all(defs.policies.iter().filter_map(|p| {
+            let definition = p.definition.as_object().cloned().unwrap_or_default();
+            match crate::policies::Policy::new(&p.vhost, &p.name, &p.pattern, &p.apply_to, p.priority, definition) {
+                Ok(policy) => Some(policy),
+                Err(error) => {
+                    tracing::warn!(policy = %p.name, vhost = %p.vhost, %error, "policy not restored");
+                    None
+                }
+            }
+        }));
+        // Before the exchanges and queues: each is created under the policy that applies to
+        // it. The predeclared exchanges exist already and take theirs now.
+        for vhost in self.vhosts() {
+            vhost.apply_policies();
+        }
+        self.permissions.replace_all(defs.permissions.iter().filter_map(|p| {
+            match crate::permissions::Permission::new(&p.configure, &p.write, &p.read) {
+                Ok(permission) => Some((p.vhost.clone(), p.user.clone(), permission)),
+                Err(error) => {
+                    tracing::warn!(user = %p.user, vhost = %p.vhost, %error, "permission not restored");
+                    None
+                }
+            }
+        }));
         for exchange in &defs.exchanges {
             let Some(vhost) = self.vhost(&exchange.vhost) else {
                 continue;
@@ -293,6 +332,10 @@ impl Broker {
             if let Err(error) = vhost.restore_binding(binding, &json_to_table(&binding.arguments)) {
                 tracing::warn!(source = %binding.source, destination = %binding.destination, %error, "binding not restored");
             }
+        }
+        // Only now: messages already due must find the bindings in place.
+        for vhost in self.vhosts() {
+            vhost.start_delayed_exchanges();
         }
     }
 }

@@ -4,12 +4,17 @@
 pub mod confirm;
 pub mod consumer;
 pub mod credit;
+pub mod dead_letter;
+pub mod delayed;
 pub mod durability;
 pub mod error;
 pub mod exchange;
 pub mod message;
 pub mod names;
+pub mod permissions;
+pub mod policies;
 pub mod queue;
+pub mod registry;
 pub mod users;
 pub mod vhost;
 

@@ -89,6 +89,15 @@ impl Users {
         self.users.write().insert(user.name.clone(), user);
     }
 
+    pub fn get(&self, name: &str) -> Option<User> {
+        self.users.read().get(name).cloned()
+    }
+
+    /// Whether the user existed.
+    pub fn remove(&self, name: &str) -> bool {
+        self.users.write().remove(name).is_some()
+    }
+
     pub fn all(&self) -> Vec<User> {
         let mut users: Vec<User> = self.users.read().values().cloned().collect();
         users.sort_by(|a, b| a.name.cmp(&b.name));

@@ -26,6 +26,7 @@ fn message(n: u32, persistent: bool) -> Arc<Message> {
         properties: Bytes::from_static(&[0, 0]),
         body: Bytes::from(n.to_be_bytes().to_vec()),
         persistent,
+        annotations: None,
     })
 }
 

@@ -4,6 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use amqp::{
     encode_content_header_frame, encode_method_frame, BasicAck, BasicCancel, BasicCancelOk,
@@ -17,9 +20,11 @@ use broker::confirm::{ChannelKey, ConfirmToken};
 use broker::consumer::{ConnectionEvent, Consumer, DeliveryEvent, NO_ACK_WINDOW};
 use broker::credit::Credit;
 use broker::error::reply_code;
-use broker::message::{delivery_mode, property_flag, property_flags, Message};
+use broker::message::{property_flag, property_flags, Message};
 use broker::names::generate_name;
+use broker::permissions::{Access, Resource};
 use broker::queue::{MessageId, Published, QueueCommand, QueueRef};
+use broker::registry::{ChannelRegistration, ConsumerInfo};
 use broker::vhost::{
     Exchange, ExchangeCache, ExchangeDeclaration, QueueDeclaration, VHost, DIRECT_REPLY_TO,
 };
@@ -94,6 +99,27 @@ struct Unacked {
     message_id: MessageId,
     /// The consumer's window, given back on ack; `None` for basic.get.
     credit: Option<Arc<Credit>>,
+}
+
+/// The last delivery tag handed out at each tick of the consumer-timeout check, so that a
+/// delivery's age is known to within a tick without reading the clock for every delivery.
+#[derive(Default)]
+struct DeliveryClock {
+    marks: VecDeque<(Instant, u64)>,
+}
+
+impl DeliveryClock {
+    /// The highest tag handed out at least `age` before `now` (0 if none is that old).
+    fn delivered_before(&self, now: Instant, age: Duration) -> u64 {
+        let Some(cutoff) = now.checked_sub(age) else {
+            return 0;
+        };
+        let newer = self.marks.partition_point(|(at, _)| *at <= cutoff);
+        match newer {
+            0 => 0,
+            n => self.marks[n - 1].1,
+        }
+    }
 }
 
 struct ChannelConsumer {
@@ -260,10 +286,13 @@ pub(crate) struct Channel {
     routed: Vec<QueueRef>,
     outbox: Outbox,
     publish_exchange: ExchangeCache,
+    delivery_clock: DeliveryClock,
+    /// What the management API and metrics see of this channel.
+    info: ChannelRegistration,
 }
 
 impl Channel {
-    pub fn new(id: u16, serial: u64, vhost: Arc<VHost>) -> Channel {
+    pub fn new(id: u16, serial: u64, vhost: Arc<VHost>, info: ChannelRegistration) -> Channel {
         Channel {
             id,
             serial,
@@ -280,8 +309,10 @@ impl Channel {
             last_queue: None,
             reply_to: None,
             publish_exchange: ExchangeCache::default(),
+            delivery_clock: DeliveryClock::default(),
             routed: Vec::new(),
             outbox: Outbox::default(),
+            info,
         }
     }
 
@@ -364,6 +395,9 @@ impl Channel {
                 session.send_method(ch, ChannelFlowOk { active: true });
             }
             Method::ExchangeDeclare(m) => {
+                if !m.passive {
+                    session.check_access(Access::Configure, Resource::Exchange, &m.exchange)?;
+                }
                 self.vhost.declare_exchange(
                     ExchangeDeclaration {
                         name: &m.exchange,
@@ -381,6 +415,7 @@ impl Channel {
                 }
             }
             Method::ExchangeDelete(m) => {
+                session.check_access(Access::Configure, Resource::Exchange, &m.exchange)?;
                 self.vhost.delete_exchange(&m.exchange, m.if_unused)?;
                 definitions_on_disk(session).await?;
                 if !m.no_wait {
@@ -388,6 +423,8 @@ impl Channel {
                 }
             }
             Method::ExchangeBind(m) => {
+                session.check_access(Access::Write, Resource::Exchange, &m.destination)?;
+                session.check_access(Access::Read, Resource::Exchange, &m.source)?;
                 self.vhost.bind_exchange(
                     &m.destination,
                     &m.source,
@@ -400,6 +437,8 @@ impl Channel {
                 }
             }
             Method::ExchangeUnbind(m) => {
+                session.check_access(Access::Write, Resource::Exchange, &m.destination)?;
+                session.check_access(Access::Read, Resource::Exchange, &m.source)?;
                 self.vhost.unbind_exchange(
                     &m.destination,
                     &m.source,
@@ -424,22 +463,24 @@ impl Channel {
                     );
                     return Ok(());
                 }
-                let name = if m.passive {
-                    self.queue_name(&m.queue)?
-                } else {
-                    m.queue.clone()
+                let declaration = QueueDeclaration {
+                    name: &m.queue,
+                    durable: m.durable,
+                    exclusive: m.exclusive,
+                    auto_delete: m.auto_delete,
+                    arguments: &m.arguments,
                 };
-                let queue = self.vhost.declare_queue(
-                    QueueDeclaration {
-                        name: &name,
-                        durable: m.durable,
-                        exclusive: m.exclusive,
-                        auto_delete: m.auto_delete,
-                        arguments: &m.arguments,
-                    },
-                    m.passive,
-                    session.connection_id,
-                )?;
+                let queue = if m.passive {
+                    let name = self.queue_name(&m.queue)?;
+                    let queue = self.vhost.queue(&name, session.connection_id)?;
+                    queue.declared_again();
+                    queue
+                } else {
+                    let name = self.vhost.queue_name_to_declare(&m.queue)?;
+                    session.check_access(Access::Configure, Resource::Queue, &name)?;
+                    self.vhost
+                        .declare_named_queue(name, declaration, session.connection_id)?
+                };
                 self.last_queue = Some(queue.name.clone());
                 definitions_on_disk(session).await?;
                 if !m.no_wait {
@@ -455,6 +496,12 @@ impl Channel {
                 }
             }
             Method::QueueBind(m) => {
+                session.check_access(
+                    Access::Write,
+                    Resource::Queue,
+                    &self.queue_name(&m.queue)?,
+                )?;
+                session.check_access(Access::Read, Resource::Exchange, &m.exchange)?;
                 let queue = self.existing_queue(&m.queue, session)?;
                 self.vhost
                     .bind_queue(&queue, &m.exchange, &m.routing_key, &m.arguments)?;
@@ -464,6 +511,12 @@ impl Channel {
                 }
             }
             Method::QueueUnbind(m) => {
+                session.check_access(
+                    Access::Write,
+                    Resource::Queue,
+                    &self.queue_name(&m.queue)?,
+                )?;
+                session.check_access(Access::Read, Resource::Exchange, &m.exchange)?;
                 let queue = self.existing_queue(&m.queue, session)?;
                 self.vhost
                     .unbind_queue(&queue, &m.exchange, &m.routing_key, &m.arguments)?;
@@ -471,6 +524,7 @@ impl Channel {
                 session.send_method(ch, QueueUnbindOk {});
             }
             Method::QueuePurge(m) => {
+                session.check_access(Access::Read, Resource::Queue, &self.queue_name(&m.queue)?)?;
                 let queue = self.existing_queue(&m.queue, session)?;
                 let message_count = queue.purge().await?;
                 if !m.no_wait {
@@ -479,6 +533,7 @@ impl Channel {
             }
             Method::QueueDelete(m) => {
                 let name = self.queue_name(&m.queue)?;
+                session.check_access(Access::Configure, Resource::Queue, &name)?;
                 let message_count = match self.vhost.queue(&name, session.connection_id) {
                     Ok(queue) => queue.delete(m.if_unused, m.if_empty).await?,
                     // Deleting a queue that does not exist succeeds, as in RabbitMQ.
@@ -621,13 +676,9 @@ impl Channel {
                 },
             );
         } else {
+            session.check_access(Access::Read, Resource::Queue, &self.queue_name(&m.queue)?)?;
             let queue = self.existing_queue(&m.queue, session)?;
-            let priority = m
-                .arguments
-                .get("x-priority")
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0)
-                .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+            let priority = self.vhost.consumer_priority(&m.arguments, &queue.name)?;
             let consumer = Consumer {
                 connection_id: session.connection_id,
                 channel_id: self.id,
@@ -640,6 +691,14 @@ impl Channel {
                 sink: session.sink.clone(),
             };
             queue.consume(consumer).await?;
+            self.info.consumer_added(ConsumerInfo {
+                consumer_tag: consumer_tag.to_string(),
+                queue: queue.name.to_string(),
+                ack_required: !m.no_ack,
+                exclusive: m.exclusive,
+                prefetch_count: window,
+                arguments: m.arguments.clone(),
+            });
             self.consumers.insert(
                 consumer_tag.clone(),
                 ChannelConsumer {
@@ -699,6 +758,7 @@ impl Channel {
         let Some(consumer) = self.consumers.remove(consumer_tag) else {
             return;
         };
+        self.info.consumer_removed(consumer_tag);
         consumer.credit.close();
         match consumer.queue {
             Some(queue) => queue.send(QueueCommand::Cancel {
@@ -720,6 +780,7 @@ impl Channel {
         let Some(consumer) = self.consumers.remove(&consumer_tag) else {
             return;
         };
+        self.info.consumer_removed(&consumer_tag);
         consumer.credit.close();
         if session.capabilities.consumer_cancel_notify && !self.closing {
             session.send_method(
@@ -733,10 +794,22 @@ impl Channel {
     }
 
     async fn handle_basic_get(&mut self, m: BasicGet, session: &mut Session) -> AmqpResult<()> {
+        session.check_access(Access::Read, Resource::Queue, &self.queue_name(&m.queue)?)?;
         let queue = self.existing_queue(&m.queue, session)?;
         match queue.get(m.no_ack).await? {
-            None => session.send_method(self.id, BasicGetEmpty {}),
+            None => {
+                self.info.stats.get_empty.add(1);
+                session.send_method(self.id, BasicGetEmpty {})
+            }
             Some((queued, message_count)) => {
+                let stats = &self.info.stats;
+                let counter = if m.no_ack {
+                    &stats.get_no_ack
+                } else {
+                    &stats.get
+                };
+                counter.add(1);
+                stats.redeliver.add(u64::from(queued.redelivered));
                 let delivery_tag = self.next_tag();
                 if !m.no_ack {
                     self.unacked.push_back(Unacked {
@@ -762,6 +835,61 @@ impl Channel {
             }
         }
         Ok(())
+    }
+
+    pub fn has_unacked(&self) -> bool {
+        !self.unacked.is_empty()
+    }
+
+    /// One tick of the consumer timeout (RabbitMQ's `consumer_timeout`, or a queue's
+    /// `x-consumer-timeout`): the 406 that closes this channel if a delivery has waited for its
+    /// acknowledgement longer than that.
+    pub fn check_consumer_timeout(
+        &mut self,
+        now: Instant,
+        default_ms: u64,
+    ) -> Option<AmqpException> {
+        let Some(oldest) = self.unacked.front().map(|u| u.delivery_tag) else {
+            self.delivery_clock.marks.clear();
+            return None;
+        };
+        let clock = &mut self.delivery_clock;
+        clock.marks.push_back((now, self.next_delivery_tag - 1));
+        // A mark matters while a later one still covers no outstanding delivery.
+        while clock.marks.len() > 2 && clock.marks[1].1 < oldest {
+            clock.marks.pop_front();
+        }
+        let mut last_queue: Option<(&QueueRef, u64)> = None;
+        for unacked in &self.unacked {
+            let timeout_ms = match last_queue {
+                Some((queue, ms)) if Arc::ptr_eq(queue, &unacked.queue) => ms,
+                _ => {
+                    let ms = unacked
+                        .queue
+                        .config
+                        .arguments
+                        .get("x-consumer-timeout")
+                        .and_then(amqp::FieldValue::as_i64)
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .unwrap_or(default_ms);
+                    last_queue = Some((&unacked.queue, ms));
+                    ms
+                }
+            };
+            if timeout_ms == 0 {
+                continue;
+            }
+            let overdue = self
+                .delivery_clock
+                .delivered_before(now, Duration::from_millis(timeout_ms));
+            if unacked.delivery_tag <= overdue {
+                return Some(AmqpException::precondition_failed(format!(
+                    "delivery acknowledgement on channel {} timed out. Timeout value used: {timeout_ms} ms. This timeout value can be configured, see consumers doc guide to learn more",
+                    self.id
+                )));
+            }
+        }
+        None
     }
 
     fn next_tag(&mut self) -> u64 {
@@ -801,6 +929,9 @@ impl Channel {
     /// Tells queues about settled deliveries, one command per run of the same queue, and
     /// gives prefetch credit back.
     fn apply_settle(&mut self, settled: Vec<Unacked>, how: Settle) {
+        if how == Settle::Ack {
+            self.info.stats.ack.add(settled.len() as u64);
+        }
         let mut starved = false;
         let mut batch: Vec<MessageId> = Vec::new();
         let mut batch_queue: Option<QueueRef> = None;
@@ -953,6 +1084,7 @@ impl Channel {
         body: Bytes,
         session: &mut Session,
     ) -> AmqpResult<()> {
+        session.check_publish(&publish.exchange)?;
         let exchange = self
             .vhost
             .cached_exchange(&mut self.publish_exchange, &publish.exchange)?;
@@ -970,14 +1102,12 @@ impl Channel {
         if flags & property_flag::REPLY_TO != 0 {
             properties = self.rewrite_direct_reply_to(properties)?;
         }
-        let persistent = delivery_mode(&properties) == Some(2);
-        let message = Message {
-            exchange: publish.exchange.clone(),
-            routing_key: publish.routing_key.clone(),
+        let message = Message::published(
+            publish.exchange.clone(),
+            publish.routing_key.clone(),
             properties,
             body,
-            persistent,
-        };
+        )?;
         if let Some(tx) = &mut self.tx {
             tx.publishes.push(PendingPublish { publish, message });
             return Ok(());
@@ -1013,20 +1143,22 @@ impl Channel {
         message: Message,
         session: &mut Session,
     ) {
+        self.info.stats.publish.add(1);
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
         let mut delivered_directly = false;
         if exchange.is_default() && publish.routing_key.starts_with(DIRECT_REPLY_TO) {
             delivered_directly = self.deliver_direct_reply(&message, session);
         } else {
-            self.vhost.route(
-                exchange,
-                &publish.routing_key,
-                &message.properties,
-                &mut routed,
-            );
+            self.vhost.route_message(exchange, &message, &mut routed);
         }
         if routed.is_empty() && !delivered_directly {
+            let unroutable = if publish.mandatory {
+                &self.info.stats.return_unroutable
+            } else {
+                &self.info.stats.drop_unroutable
+            };
+            unroutable.add(1);
             if publish.mandatory {
                 encode_method_frame(
                     self.id,
@@ -1122,12 +1254,39 @@ impl Channel {
     /// Tells the client about every publish settled since the last flush. Called once per
     /// batch of input or events, so that a burst of publishes gets few acks.
     pub fn flush_confirms(&mut self, session: &mut Session) {
+        self.show_state();
         if self.closing {
             return;
         }
         if let Some(confirms) = &mut self.confirms {
+            let before = confirms.first_unsent;
             confirms.flush(self.id, session);
+            self.info.stats.confirm.add(confirms.first_unsent - before);
         }
+    }
+
+    /// Refreshes what the management API shows of this channel; once per batch, so cheap.
+    fn show_state(&self) {
+        let gauges = &self.info.gauges;
+        gauges.prefetch_count.set(u64::from(self.consumer_prefetch));
+        gauges
+            .global_prefetch_count
+            .set(u64::from(self.channel_credit.limit()));
+        gauges.consumer_count.set(self.consumers.len() as u64);
+        gauges
+            .messages_unacknowledged
+            .set(self.unacked.len() as u64);
+        let unconfirmed = self.confirms.as_ref().map_or(0, |c| c.unsent.len());
+        gauges.messages_unconfirmed.set(unconfirmed as u64);
+        let (publishes, acks) = self
+            .tx
+            .as_ref()
+            .map_or((0, 0), |tx| (tx.publishes.len(), tx.acks.len()));
+        gauges.messages_uncommitted.set(publishes as u64);
+        gauges.acks_uncommitted.set(acks as u64);
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        gauges.confirm.store(self.confirms.is_some(), relaxed);
+        gauges.transactional.store(self.tx.is_some(), relaxed);
     }
 
     /// Every queue of a pending confirm has answered.
@@ -1160,6 +1319,14 @@ impl Channel {
                 return;
             }
         };
+        let stats = &self.info.stats;
+        let counter = if delivery.source.is_some() {
+            &stats.deliver
+        } else {
+            &stats.deliver_no_ack
+        };
+        counter.add(1);
+        stats.redeliver.add(u64::from(delivery.redelivered));
         let delivery_tag = self.next_tag();
         let message = delivery.message;
         encode_method_frame(
@@ -1201,14 +1368,15 @@ impl Channel {
         }
     }
 
-    /// The channel is going away: stop its consumers and put its unacknowledged messages back
-    /// in their queues (consumers first, so the requeued messages don't come back here).
+    /// The channel is going away: put its unacknowledged messages back in their queues and
+    /// stop its consumers. Their windows close first, so the requeued messages don't come
+    /// back here; the requeues go before the cancels, so a single-active-consumer queue hands
+    /// them to the next consumer ahead of newer messages, as RabbitMQ does.
     pub fn release(&mut self, session: &mut Session) {
         // Publishes already taken in still go to their queues.
         self.flush_publishes(session);
-        let tags: Vec<ShortStr> = self.consumers.keys().cloned().collect();
-        for tag in tags {
-            self.cancel_consumer(&tag, session);
+        for consumer in self.consumers.values() {
+            consumer.credit.close();
         }
         if let Some(tx) = self.tx.take() {
             self.unacked.extend(tx.acks.into_iter().map(|(u, _)| u));
@@ -1218,6 +1386,10 @@ impl Channel {
         }
         let all: Vec<Unacked> = self.unacked.drain(..).collect();
         self.apply_settle(all, Settle::Requeue);
+        let tags: Vec<ShortStr> = self.consumers.keys().cloned().collect();
+        for tag in tags {
+            self.cancel_consumer(&tag, session);
+        }
         self.content = Content::Idle;
     }
 }
@@ -1266,4 +1438,24 @@ fn write_content(channel: u16, message: &Message, session: &mut Session) {
     session
         .out
         .put_body(channel, &message.body, session.frame_max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_counts_as_old_only_once_a_tick_after_it_is_that_old() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut clock = DeliveryClock::default();
+        // Tags 1-3 went out before the tick at 0 ms, 4-6 before the one at 1000 ms.
+        clock.marks.push_back((at(0), 3));
+        clock.marks.push_back((at(1000), 6));
+        let age = Duration::from_millis(500);
+        assert_eq!(clock.delivered_before(at(400), age), 0);
+        assert_eq!(clock.delivered_before(at(500), age), 3);
+        assert_eq!(clock.delivered_before(at(1499), age), 3);
+        assert_eq!(clock.delivered_before(at(1500), age), 6);
+    }
 }

@@ -14,7 +14,8 @@ use amqp::{
     SHORTSTR_NOT_UTF8,
 };
 use broker::consumer::{ConnectionEvent, ConnectionSink};
-use broker::{AmqpException, Broker, Scope};
+use broker::permissions::{Access, AccessCheck, Resource};
+use broker::{AmqpException, AmqpResult, Broker, Scope};
 use bytes::BytesMut;
 
 use crate::outbound::Outbound;
@@ -33,6 +34,9 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long we wait for the peer to close the socket after the last frame.
 const LINGER_AFTER_CLOSE: Duration = Duration::from_secs(1);
+/// How often channels with unacknowledged deliveries check them against the consumer
+/// timeout; a timeout fires at most this much late.
+const CONSUMER_TIMEOUT_TICK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -67,11 +71,36 @@ pub(crate) struct Session {
     /// A queue with too many publishes waiting: the connection stops reading until it drains
     /// (flow control, as RabbitMQ's credit flow blocks a publisher's reader).
     pub throttled_by: Option<broker::queue::QueueRef>,
+    /// The user's permissions in the vhost, from connection.open on.
+    pub access: Option<AccessCheck>,
+    /// This connection as the management API lists it; dropping it unlists it.
+    pub registration: broker::registry::ConnectionRegistration,
 }
 
 impl Session {
     pub fn send_method(&mut self, channel: u16, method: impl Into<Method>) {
         encode_method_frame(channel, &method.into(), &mut self.out);
+    }
+
+    /// Refuses (403) what the user's permissions in the vhost do not allow.
+    pub fn check_access(
+        &mut self,
+        access: Access,
+        resource: Resource,
+        name: &str,
+    ) -> AmqpResult<()> {
+        match &mut self.access {
+            Some(check) => check.check(access, resource, name),
+            None => Err(AmqpException::channel_error("no vhost opened")),
+        }
+    }
+
+    /// `check_access` of write access to a publish's exchange, for the hot path.
+    pub fn check_publish(&mut self, exchange: &ShortStr) -> AmqpResult<()> {
+        match &mut self.access {
+            Some(check) => check.check_publish(exchange),
+            None => Err(AmqpException::channel_error("no vhost opened")),
+        }
     }
 }
 
@@ -96,6 +125,7 @@ pub(crate) async fn serve(
     config: Arc<Config>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let local = socket.local_addr().unwrap_or(peer);
     let (mut reader, mut writer) = socket.into_split();
     let handshake_timeout = Duration::from_secs(config.handshake_timeout_secs);
     let mut header = [0u8; 8];
@@ -110,10 +140,12 @@ pub(crate) async fn serve(
         _ => return,
     }
 
+    let connection_id = broker.next_connection_id();
     let (sink, mut inbox) = mpsc::unbounded_channel();
     let mut connection = Connection {
         session: Session {
-            connection_id: broker.next_connection_id(),
+            connection_id,
+            registration: broker.registry.register(connection_id, peer, local),
             broker,
             frame_max: config.frame_max_bytes,
             config,
@@ -122,6 +154,7 @@ pub(crate) async fn serve(
             capabilities: ClientCapabilities::default(),
             username: String::new(),
             throttled_by: None,
+            access: None,
         },
         state: State::AwaitingStartOk,
         peer,
@@ -145,6 +178,7 @@ pub(crate) async fn serve(
     // does with RabbitMQ; we read and discard until it does, for a while. Closing first, with
     // unread input, would make the kernel send a reset that can destroy that last frame.
     let mut hung_up_at: Option<Instant> = None;
+    let mut next_timeout_check = Instant::now();
     loop {
         if connection.state == State::Closed && connection.session.out.is_empty() {
             if stopping {
@@ -155,6 +189,8 @@ pub(crate) async fn serve(
         let want_events = connection.session.out.len() < OUTPUT_HIGH_WATER_BYTES
             && connection.state == State::Open;
         let closing_deadline = connection.closing_deadline();
+        let checking_timeouts = connection.state == State::Open
+            && connection.channels.values().any(Channel::has_unacked);
         let linger_deadline = hung_up_at.unwrap_or_else(Instant::now) + LINGER_AFTER_CLOSE;
         tokio::select! {
             written = connection.session.out.write_to(&mut writer), if !connection.session.out.is_empty() => {
@@ -196,6 +232,10 @@ pub(crate) async fn serve(
                 }
                 connection.flush_confirms();
             }
+            _ = tokio::time::sleep_until(next_timeout_check), if checking_timeouts => {
+                next_timeout_check = Instant::now() + CONSUMER_TIMEOUT_TICK;
+                connection.check_consumer_timeouts();
+            }
             _ = heartbeat.tick() => {
                 let timeout = Duration::from_secs(2 * u64::from(connection.heartbeat_secs));
                 if connection.session.throttled_by.is_some() {
@@ -216,6 +256,9 @@ pub(crate) async fn serve(
             _ = tokio::time::sleep_until(linger_deadline), if hung_up_at.is_some() => break,
             _ = tokio::time::sleep_until(closing_deadline), if connection.state == State::Closing => {
                 connection.state = State::Closed;
+            }
+            reason = connection.session.registration.close_requested(), if !stopping => {
+                connection.close_with(AmqpException::connection_forced(reason), 0, 0);
             }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
@@ -586,6 +629,9 @@ impl Connection {
             .authenticate(&username, &password, from_loopback);
         if let Some(user) = &user {
             self.session.username = user.name.clone();
+            self.session
+                .registration
+                .logged_in(&user.name, mechanism, &start_ok.client_properties);
         }
         if user.is_none() {
             let error = AmqpException::connection_access_refused(format!(
@@ -652,7 +698,18 @@ impl Connection {
             .broker
             .vhost(name)
             .ok_or_else(|| AmqpException::not_allowed(format!("vhost {name} not found")))?;
+        self.session.access = Some(AccessCheck::open(
+            self.session.broker.permissions.clone(),
+            &self.session.username,
+            name,
+        )?);
         self.vhost = Some(vhost);
+        self.session.registration.opened(
+            name,
+            self.session.frame_max,
+            self.channel_max,
+            self.heartbeat_secs,
+        );
         self.session.send_method(0, ConnectionOpenOk {});
         self.state = State::Open;
         Ok(())
@@ -821,12 +878,34 @@ impl Connection {
         self.channel_serial += 1;
         self.channels.insert(
             channel_id,
-            Channel::new(channel_id, self.channel_serial, vhost),
+            Channel::new(
+                channel_id,
+                self.channel_serial,
+                vhost,
+                self.session.registration.open_channel(channel_id),
+            ),
         );
         self.session.send_method(channel_id, ChannelOpenOk {});
     }
 
     /// A channel's handler failed: close the channel, or the connection for connection errors.
+    fn check_consumer_timeouts(&mut self) {
+        let now = Instant::now();
+        let default_ms = self.session.config.consumer_timeout_ms;
+        let timed_out: Vec<(u16, AmqpException)> = self
+            .channels
+            .iter_mut()
+            .filter_map(|(id, channel)| {
+                channel
+                    .check_consumer_timeout(now, default_ms)
+                    .map(|error| (*id, error))
+            })
+            .collect();
+        for (channel_id, error) in timed_out {
+            self.channel_failed(channel_id, error, 0, 0);
+        }
+    }
+
     fn channel_failed(
         &mut self,
         channel_id: u16,

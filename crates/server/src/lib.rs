@@ -1,9 +1,11 @@
-//! The warren server: the listener, connection and channel state machines, and shutdown.
+//! The warren server: the listeners, connection and channel state machines, the HTTP
+//! management API and metrics, and shutdown.
 //! The domain lives in the `broker` crate and the wire format in `amqp`.
 
 mod channel;
 pub mod config;
 mod connection;
+mod http;
 mod outbound;
 mod server;
 

@@ -23,6 +23,9 @@ READY_PATTERN = re.compile(r"listening on [^ ]*:(\d+)")
 BROKER_READY_TIMEOUT_S = 30.0
 BROKER_STOP_TIMEOUT_S = 5.0
 DEFAULT_WAIT_S = 10.0
+# The management API and metrics listen on 15672/15692 by default: brokers started side by
+# side take free ports instead.
+SIDE_BY_SIDE_FLAGS = ("--http-port", "0", "--metrics-port", "0")
 
 
 class LineReader:
@@ -121,7 +124,8 @@ class BrokerProcess:
         stderr_path = os.path.join(self.workdir, "stderr.log")
         with open(stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
-                [self.binary, "--bind", "127.0.0.1", "--port", "0", "--data-dir", data_dir],
+                [self.binary, "--bind", "127.0.0.1", "--port", "0", "--data-dir", data_dir,
+                 *SIDE_BY_SIDE_FLAGS],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
@@ -171,6 +175,18 @@ class BrokerProcess:
             self.workdir = None
 
 
+def listener_port(broker, listener):
+    """The port of a started broker's "http" or "metrics" listener, from the line it prints
+    after the ready line."""
+    pattern = re.compile(rf"warren \S+ {listener}: listening on [^ ]*:(\d+)")
+    line = broker.stdout.wait_for(
+        lambda text: pattern.search(text) is not None,
+        BROKER_READY_TIMEOUT_S,
+        f"the '{listener}: listening on' line",
+    )
+    return int(pattern.search(line).group(1))
+
+
 def unique(prefix):
     """A name no other test (or earlier run against a shared broker) uses."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -198,6 +214,19 @@ def pump_until(connections, predicate, timeout=DEFAULT_WAIT_S, what="condition")
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         for conn in connections:
             conn.process_data_events(time_limit=0.02)
+
+
+def wait_until(probe, timeout=DEFAULT_WAIT_S, what="condition", interval=0.05):
+    """Call probe() until it returns something truthy (returned) or the deadline passes
+    (AssertionError naming `what`). For state that is polled, not pushed to the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 def spawn_client(*args):
@@ -230,7 +259,8 @@ class DataDirBroker(BrokerProcess):
         self.workdir = tempfile.mkdtemp(prefix="warren-pika-run-")
         with open(os.path.join(self.workdir, "stderr.log"), "wb") as stderr:
             self.proc = subprocess.Popen(
-                [self.binary, "--bind", "127.0.0.1", "--port", "0", "--data-dir", self.data_dir],
+                [self.binary, "--bind", "127.0.0.1", "--port", "0", "--data-dir", self.data_dir,
+                 *SIDE_BY_SIDE_FLAGS],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=stderr,

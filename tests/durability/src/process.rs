@@ -135,7 +135,8 @@ pub struct Warren {
 }
 
 impl Warren {
-    /// Spawns `binary --bind 127.0.0.1 --port 0 --data-dir DATA` with stderr to `log`, and
+    /// Spawns `binary --bind 127.0.0.1 --port 0 --data-dir DATA` (HTTP and metrics on free
+    /// ports) with stderr to `log`, and
     /// waits for the `listening on <addr>` line on stdout.
     pub async fn start(binary: &Path, data_dir: &Path, log: &Path) -> Warren {
         let stderr = std::fs::File::create(log).expect("create the broker's log file");
@@ -146,6 +147,8 @@ impl Warren {
             .arg("0")
             .arg("--data-dir")
             .arg(data_dir)
+            // Brokers run side by side: no fixed management or metrics port.
+            .args(["--http-port", "0", "--metrics-port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

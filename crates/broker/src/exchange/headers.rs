@@ -80,6 +80,10 @@ impl<D: Destination> Router<D> for HeadersRouter<D> {
         self.table.contains_destination(destination)
     }
 
+    fn reads_properties(&self) -> bool {
+        true
+    }
+
     fn validate_binding(
         &self,
         _routing_key: &ShortStr,
@@ -171,7 +175,7 @@ fn headers_match(pattern: &FieldTable, data: &[&(ShortStr, FieldValue)]) -> bool
 
 /// How RabbitMQ (Erlang) sees field values: equality of decoded terms, and `~p` printing for
 /// error texts.
-mod erlang {
+pub(super) mod erlang {
     use amqp::{FieldTable, FieldValue};
 
     /// A field value as the Erlang term RabbitMQ decodes it to, without its type tag.
@@ -279,7 +283,7 @@ mod erlang {
     /// `~p` of a binary: quoted when every byte is printable Latin-1, else a list of bytes.
     /// Latin-1 bytes above 127 are written back as the raw bytes they were (RabbitMQ turns
     /// the printed characters into bytes again), so UTF-8 text comes out as itself.
-    pub(super) fn binary(bytes: &[u8]) -> String {
+    pub(in crate::exchange) fn binary(bytes: &[u8]) -> String {
         if bytes.is_empty() {
             return "<<>>".to_owned();
         }

@@ -1,6 +1,8 @@
 //! Exchange kinds and their routing tables (bindings → destinations), one file per kind.
 //! Knows nothing of queues, vhosts, channels or frames: a destination is an opaque value.
 
+mod consistent_hash;
+mod delayed;
 mod direct;
 mod fanout;
 mod headers;
@@ -8,20 +10,26 @@ mod table;
 mod targets;
 mod topic;
 
+pub use consistent_hash::ConsistentHashRouter;
+pub use delayed::{delay_of, swap_delay_header, DelayedRouter, MAX_DELAY_MS, X_DELAY};
 pub use direct::DirectRouter;
 pub use fanout::FanoutRouter;
 pub use headers::HeadersRouter;
 pub use topic::TopicRouter;
 
-use amqp::{FieldTable, ShortStr};
+use amqp::{BasicProperties, FieldTable, ShortStr};
 
-/// The built-in exchange types, named as in `exchange.declare`'s `type` field.
+/// The exchange types, named as in `exchange.declare`'s `type` field: the built-in ones and
+/// those of RabbitMQ's consistent-hash and delayed-message plugins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExchangeKind {
     Direct,
     Fanout,
     Topic,
     Headers,
+    ConsistentHash,
+    /// Holds messages that ask for a delay, then routes them as its `x-delayed-type`.
+    DelayedMessage,
 }
 
 impl ExchangeKind {
@@ -32,6 +40,8 @@ impl ExchangeKind {
             "fanout" => Some(ExchangeKind::Fanout),
             "topic" => Some(ExchangeKind::Topic),
             "headers" => Some(ExchangeKind::Headers),
+            "x-consistent-hash" => Some(ExchangeKind::ConsistentHash),
+            "x-delayed-message" => Some(ExchangeKind::DelayedMessage),
             _ => None,
         }
     }
@@ -42,17 +52,26 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
+            ExchangeKind::DelayedMessage => "x-delayed-message",
         }
     }
 
-    /// An empty routing table for an exchange of this kind.
-    pub fn new_router<D: Destination>(&self) -> Box<dyn Router<D>> {
-        match self {
+    /// An empty routing table for a new exchange of this kind declared with `arguments`, or
+    /// why the kind refuses them (RabbitMQ checks them when the exchange is created, never
+    /// when it is declared again).
+    pub fn router<D: Destination>(
+        &self,
+        arguments: &FieldTable,
+    ) -> Result<Box<dyn Router<D>>, InvalidExchange> {
+        Ok(match self {
             ExchangeKind::Direct => Box::new(DirectRouter::new()),
             ExchangeKind::Fanout => Box::new(FanoutRouter::new()),
             ExchangeKind::Topic => Box::new(TopicRouter::new()),
             ExchangeKind::Headers => Box::new(HeadersRouter::new()),
-        }
+            ExchangeKind::ConsistentHash => Box::new(ConsistentHashRouter::new(arguments)?),
+            ExchangeKind::DelayedMessage => Box::new(DelayedRouter::new(arguments)?),
+        })
     }
 }
 
@@ -84,8 +103,19 @@ pub struct InvalidBinding {
     pub reason: String,
 }
 
+/// Arguments an exchange kind refuses at declaration, with RabbitMQ's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidExchange {
+    /// Sent as `PRECONDITION_FAILED - {text}` (406) on the channel.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// An argument RabbitMQ's plugin code crashes on, which closes the connection (541).
+    #[error("{0}")]
+    InternalError(String),
+}
+
 /// The routing table of one exchange. One file per implementation: direct.rs, fanout.rs,
-/// topic.rs, headers.rs.
+/// topic.rs, headers.rs, consistent_hash.rs, delayed.rs.
 pub trait Router<D: Destination>: Send + Sync {
     /// Adds a binding; false if the same (destination, routing_key, arguments) already existed.
     fn bind(&mut self, destination: D, routing_key: &ShortStr, arguments: &FieldTable) -> bool;
@@ -95,12 +125,31 @@ pub trait Router<D: Destination>: Send + Sync {
     fn unbind_destination(&mut self, destination: &D) -> usize;
     /// Appends every destination the message goes to; may append duplicates (the caller dedups).
     fn route(&self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<D>);
+    /// Whether `route_message` needs the message's content properties decoded.
+    fn reads_properties(&self) -> bool {
+        false
+    }
+    /// `route` with the decoded properties at hand (`None` unless `reads_properties`, or when
+    /// the message has none); kinds that route on more than the headers override it.
+    fn route_message(
+        &self,
+        routing_key: &str,
+        properties: Option<&BasicProperties>,
+        out: &mut Vec<D>,
+    ) {
+        self.route(
+            routing_key,
+            properties.and_then(|p| p.headers.as_ref()),
+            out,
+        )
+    }
     /// Every binding, in insertion order.
     fn bindings(&self) -> Vec<(D, BindingKey)>;
     fn has_bindings(&self) -> bool;
     /// Whether any binding leads to `destination`.
     fn has_destination(&self, destination: &D) -> bool;
-    /// Checks a binding before `bind` (queue.bind / exchange.bind); only headers refuses any.
+    /// Checks a binding before `bind` (queue.bind / exchange.bind); headers and consistent-hash
+    /// refuse some.
     fn validate_binding(
         &self,
         _routing_key: &ShortStr,
@@ -123,12 +172,14 @@ mod tests {
             ExchangeKind::Fanout,
             ExchangeKind::Topic,
             ExchangeKind::Headers,
+            ExchangeKind::ConsistentHash,
+            ExchangeKind::DelayedMessage,
         ] {
             assert_eq!(ExchangeKind::parse(kind.as_str()), Some(kind));
             assert_eq!(kind.to_string(), kind.as_str());
         }
         assert_eq!(ExchangeKind::parse("Direct"), None);
-        assert_eq!(ExchangeKind::parse("x-consistent-hash"), None);
+        assert_eq!(ExchangeKind::parse("x-random"), None);
         assert_eq!(ExchangeKind::parse(""), None);
     }
 
@@ -136,7 +187,9 @@ mod tests {
     fn routers_are_shareable_behind_a_lock() {
         fn assert_send_sync<T: Send + Sync>(_: &T) {}
         let shared = Arc::new(parking_lot::RwLock::new(
-            ExchangeKind::Topic.new_router::<String>(),
+            ExchangeKind::Topic
+                .router::<String>(&FieldTable::new())
+                .unwrap(),
         ));
         assert_send_sync(&shared);
         let key = ShortStr::from_static("a.*");
@@ -161,13 +214,19 @@ mod tests {
         let ba = FieldTable(vec![b2.clone(), a1.clone()]);
         let abc = FieldTable(vec![a1, b2, c3]);
         let key = ShortStr::from_static("k");
-        for kind in [
-            ExchangeKind::Direct,
-            ExchangeKind::Fanout,
-            ExchangeKind::Topic,
-            ExchangeKind::Headers,
+        let delayed_topic = FieldTable(vec![(
+            ShortStr::from_static("x-delayed-type"),
+            FieldValue::from("topic"),
+        )]);
+        for (kind, arguments) in [
+            (ExchangeKind::Direct, FieldTable::new()),
+            (ExchangeKind::Fanout, FieldTable::new()),
+            (ExchangeKind::Topic, FieldTable::new()),
+            (ExchangeKind::Headers, FieldTable::new()),
+            (ExchangeKind::ConsistentHash, FieldTable::new()),
+            (ExchangeKind::DelayedMessage, delayed_topic),
         ] {
-            let mut router = kind.new_router::<u32>();
+            let mut router = kind.router::<u32>(&arguments).unwrap();
             assert!(!router.has_bindings());
             assert!(router.bind(7, &key, &ab), "{kind}");
             assert!(!router.bind(7, &key, &ba), "{kind}");

@@ -1,41 +1,67 @@
 //! Queues: the handle others hold, the commands they send, and the owner task that is the only
 //! place a queue's state changes (one owner per queue, as in RabbitMQ).
 
+mod ready;
 mod state;
 
 pub use state::{
-    Delivery, MessageId, Overflow, Publish, QueueLimits, QueueState, QueuedMessage, StoredMessage,
-    IN_MEMORY_BUDGET_BYTES,
+    Delivery, Lifetimes, MessageId, Overflow, Publish, QueueLimits, QueueState, QueuedMessage,
+    StoredMessage, IN_MEMORY_BUDGET_BYTES,
 };
 
 use std::sync::{Arc, Weak};
 
 use amqp::{FieldTable, ShortStr};
 use bytes::Bytes;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use store::{Payload, QueueLog};
+use parking_lot::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use store::{Payload, QueueLog, Recovered};
 
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
 
 use crate::confirm::ConfirmToken;
 use crate::consumer::{ConnectionEvent, Consumer, DeliveryEvent};
+use crate::dead_letter::{self, DeadLetterTarget, DeathReason};
 use crate::durability::Durability;
 use crate::error::{AmqpException, AmqpResult};
-use crate::message::Message;
+use crate::message::{Annotations, Message};
+use crate::policies::Policy;
 use crate::vhost::VHost;
 
 pub type QueueRef = Arc<QueueHandle>;
 
 /// A queue's properties as declared; fixed for its lifetime.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueueConfig {
     pub durable: bool,
     /// The connection that declared an exclusive queue.
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
+    /// As declared: what a redeclaration is compared with and definitions keep (a policy
+    /// changes the queue's `QueueSettings`, never these).
     pub arguments: FieldTable,
-    /// Read from `arguments` once, at declaration.
+    /// `x-max-priority`, read from `arguments` once (no policy sets it).
+    pub max_priority: Option<u8>,
+    /// `x-single-active-consumer`, read from `arguments` once (no policy sets it).
+    pub single_active_consumer: bool,
+}
+
+/// What a queue's arguments, merged with the policy that applies to it, make of it. Changes
+/// when that policy does.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueueSettings {
     pub limits: QueueLimits,
+    pub lifetimes: Lifetimes,
+    /// Where dead messages go (`x-dead-letter-exchange`); without, they are dropped.
+    pub dead_letter: Option<DeadLetterTarget>,
+}
+
+/// The policy that applies to a queue and the settings it makes of the queue's arguments.
+#[derive(Debug)]
+struct Effective {
+    policy: Option<Arc<Policy>>,
+    settings: QueueSettings,
 }
 
 /// What everyone but the owner task holds: the queue's name and properties, and its inbox.
@@ -46,6 +72,9 @@ pub struct QueueHandle {
     /// Whether persistent messages are written to a log (a durable, non-exclusive queue of
     /// a broker with a data directory): their confirms then wait for the fsync.
     pub logged: bool,
+    effective: RwLock<Effective>,
+    /// `QueueLimits::may_reject` of the effective settings, read on every publish.
+    may_reject: AtomicBool,
     /// Publishes and the commands that must see every publish before them (get, stats,
     /// purge, delete, shutdown), in order.
     ordered: mpsc::UnboundedSender<QueueCommand>,
@@ -100,8 +129,17 @@ pub enum QueueCommand {
         ids: Vec<MessageId>,
         redelivered: bool,
     },
-    /// Rejected without requeue: the message is dropped.
+    /// Rejected without requeue: the messages die (`rejected`).
     Discard(Vec<MessageId>),
+    /// The queue's effective settings changed (a policy came, changed or went).
+    Reconfigure(QueueSettings),
+    /// The first ready messages, left in place (`QueueHandle::peek`).
+    Peek {
+        count: usize,
+        reply: oneshot::Sender<Vec<QueuedMessage>>,
+    },
+    /// The queue was declared again: it counts as used (`x-expires`).
+    Touch,
     /// Some consumer's channel got credit back; try delivering again.
     CreditAvailable,
     Stats(oneshot::Sender<QueueStats>),
@@ -136,9 +174,12 @@ impl QueueHandle {
     /// Starts the owner task of a new queue and returns its handle. With `durability`, a
     /// durable non-exclusive queue keeps its persistent messages in a log, recovering what
     /// the log already holds before it serves any command.
+    /// `settings` are what its arguments merged with `policy` make of it.
     pub fn spawn(
         name: ShortStr,
         config: QueueConfig,
+        settings: QueueSettings,
+        policy: Option<Arc<Policy>>,
         vhost: Weak<VHost>,
         durability: Option<Arc<Durability>>,
     ) -> QueueRef {
@@ -146,17 +187,31 @@ impl QueueHandle {
         let (control, control_inbox) = mpsc::unbounded_channel();
         let durable_log =
             durability.is_some() && config.durable && config.exclusive_owner.is_none();
+        let mut state = QueueState::with_limits(settings.limits).with_lifetimes(settings.lifetimes);
+        if settings.dead_letter.is_some() {
+            state = state.with_dead_lettering();
+        }
+        if let Some(max_priority) = config.max_priority {
+            state = state.with_max_priority(max_priority);
+        }
+        if config.single_active_consumer {
+            state = state.with_single_active_consumer();
+        }
+        let dead_letter = settings.dead_letter.clone();
         let handle = Arc::new(QueueHandle {
             name,
             logged: durable_log,
             config,
+            may_reject: AtomicBool::new(settings.limits.may_reject()),
+            effective: RwLock::new(Effective { policy, settings }),
             ordered,
             control,
             backlog: AtomicUsize::new(0),
             drained: Notify::new(),
         });
         let task = QueueTask {
-            state: QueueState::with_limits(handle.config.limits),
+            state,
+            dead_letter,
             handle: Arc::downgrade(&handle),
             vhost,
             durability,
@@ -180,7 +235,47 @@ impl QueueHandle {
 
     /// Whether this queue must answer before a publish of `message` is confirmed.
     pub fn confirms_wait_for(&self, message: &Message) -> bool {
-        self.config.limits.may_reject() || (self.logged && message.persistent)
+        self.may_reject.load(Ordering::Acquire) || (self.logged && message.persistent)
+    }
+
+    /// queue.declare found the queue: it counts as used (`x-expires` starts over).
+    pub fn declared_again(&self) {
+        if self.settings().lifetimes.queue_expires.is_some() {
+            self.send(QueueCommand::Touch);
+        }
+    }
+
+    /// The queue's effective settings: its arguments merged with its policy.
+    pub fn settings(&self) -> QueueSettings {
+        self.effective.read().settings.clone()
+    }
+
+    /// The policy that applies to the queue (RabbitMQ's `policy` and
+    /// `effective_policy_definition`), if any.
+    pub fn policy(&self) -> Option<Arc<Policy>> {
+        self.effective.read().policy.clone()
+    }
+
+    /// Whether `policy` is the one that applies now (the same policy, not an equal one).
+    pub(crate) fn has_policy(&self, policy: Option<&Arc<Policy>>) -> bool {
+        match (&self.effective.read().policy, policy) {
+            (Some(current), Some(policy)) => Arc::ptr_eq(current, policy),
+            (current, policy) => current.is_none() && policy.is_none(),
+        }
+    }
+
+    /// Another policy applies now, making `settings` of the queue's arguments; the owner task
+    /// applies them to what the queue holds. Sent under the lock, so that of two changes the
+    /// task sees them in the order they were made.
+    pub(crate) fn set_policy(&self, policy: Option<Arc<Policy>>, settings: QueueSettings) {
+        let mut effective = self.effective.write();
+        effective.policy = policy;
+        if effective.settings != settings {
+            self.may_reject
+                .store(settings.limits.may_reject(), Ordering::Release);
+            effective.settings = settings.clone();
+            self.send(QueueCommand::Reconfigure(settings));
+        }
     }
 
     /// Whether publishers should wait before sending more (see `BACKLOG_HIGH`).
@@ -223,6 +318,8 @@ impl QueueHandle {
                 &self.ordered
             }
             QueueCommand::Get { .. }
+            | QueueCommand::Peek { .. }
+            | QueueCommand::Touch
             | QueueCommand::Stats(_)
             | QueueCommand::Purge(_)
             | QueueCommand::Delete { .. }
@@ -232,6 +329,7 @@ impl QueueHandle {
             | QueueCommand::Ack(_)
             | QueueCommand::Requeue { .. }
             | QueueCommand::Discard(_)
+            | QueueCommand::Reconfigure(_)
             | QueueCommand::CreditAvailable => &self.control,
         };
         let _ = inbox.send(command);
@@ -273,6 +371,15 @@ impl QueueHandle {
             .await
     }
 
+    /// The first `count` ready messages in the order they would be delivered, as a consumer
+    /// would get them (properties, redelivered flag), left where they are: nothing is marked
+    /// delivered, no count changes, the queue does not count as used. Paged-out messages are
+    /// read from the log.
+    pub async fn peek(&self, count: usize) -> AmqpResult<Vec<QueuedMessage>> {
+        self.request(|reply| QueueCommand::Peek { count, reply })
+            .await
+    }
+
     pub async fn consume(&self, consumer: Consumer) -> AmqpResult<()> {
         self.request(|reply| QueueCommand::Consume { consumer, reply })
             .await?
@@ -290,6 +397,8 @@ impl QueueHandle {
 
 struct QueueTask {
     state: QueueState,
+    /// The effective dead-letter target (`QueueSettings::dead_letter`).
+    dead_letter: Option<DeadLetterTarget>,
     handle: Weak<QueueHandle>,
     vhost: Weak<VHost>,
     durability: Option<Arc<Durability>>,
@@ -329,21 +438,90 @@ const MAX_EARNED_INTAKE: i64 = 4 * COMMAND_BATCH as i64;
 /// How often a queue whose consumers stalled still takes in a batch of ordered commands.
 const STALLED_INTAKE_PERIOD: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// The parts a message is logged as; recovery reads them back in this order.
+/// The parts a message is logged as; recovery reads them back in this order. The
+/// annotations part is there only for messages that have annotations.
 const PART_EXCHANGE: usize = 0;
 const PART_ROUTING_KEY: usize = 1;
 const PART_PROPERTIES: usize = 2;
 const PART_BODY: usize = 3;
+const PART_ANNOTATIONS: usize = 4;
 
 fn message_from_payload(payload: &Payload) -> Option<Message> {
     let part = |i| payload.part(i);
+    let annotations = match part(PART_ANNOTATIONS) {
+        Some(bytes) => Some(Box::new(Annotations::decode(&bytes)?)),
+        None => None,
+    };
     Some(Message {
         exchange: ShortStr::from_bytes(part(PART_EXCHANGE)?).ok()?,
         routing_key: ShortStr::from_bytes(part(PART_ROUTING_KEY)?).ok()?,
         properties: part(PART_PROPERTIES)?,
         body: part(PART_BODY).unwrap_or_else(Bytes::new),
-        persistent: true,
+        persistent: payload.persistent(),
+        annotations,
     })
+}
+
+/// A message as handed out after `returns` returns: from the first redelivery on, with an
+/// `x-delivery-count` header as RabbitMQ's quorum queues set it.
+fn with_delivery_count(message: Arc<Message>, returns: u64) -> Arc<Message> {
+    if returns == 0 {
+        return message;
+    }
+    match message.with_delivery_count(returns) {
+        Some(counted) => Arc::new(counted),
+        None => message,
+    }
+}
+
+/// `QueueLog::open` for a priority queue: the messages recovered, in the order they were
+/// appended, with each one's `priority` property read from its logged properties (so a
+/// recovered message goes back to its level; the store does not know priorities).
+fn open_reading_priorities(
+    storage: Arc<dyn store::Storage>,
+    dir: std::path::PathBuf,
+    syncer: store::SyncerHandle,
+    config: store::LogConfig,
+) -> Result<(QueueLog, Recovered, Vec<u8>), store::StoreError> {
+    let mut visited = Vec::new();
+    let (log, mut recovered) =
+        QueueLog::open_visiting(storage, dir, syncer, config, |m, payload| {
+            let priority = payload
+                .part(PART_PROPERTIES)
+                .and_then(|properties| crate::message::priority(&properties))
+                .unwrap_or(0);
+            visited.push((m, priority));
+        })?;
+    visited.sort_by_key(|(m, _)| m.id);
+    let (messages, priorities) = visited.into_iter().unzip();
+    recovered.messages = messages;
+    Ok((log, recovered, priorities))
+}
+
+/// A logged expiry is wall-clock time (milliseconds since the Unix epoch): the queue's clock
+/// does not outlive the process. These two convert between them.
+fn wall_clock_ms(at: Instant, now: Instant) -> u64 {
+    let wall_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let wall = if at >= now {
+        wall_now.saturating_add(at - now)
+    } else {
+        wall_now.saturating_sub(now - at)
+    };
+    u64::try_from(wall.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn instant_of_wall_clock_ms(ms: u64, now: Instant) -> Instant {
+    let wall_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = std::time::Duration::from_millis(ms);
+    if at >= wall_now {
+        now.checked_add(at - wall_now).unwrap_or(now)
+    } else {
+        now.checked_sub(wall_now - at).unwrap_or(now)
+    }
 }
 
 impl QueueTask {
@@ -357,18 +535,33 @@ impl QueueTask {
         let dir = durability.queue_dir(vhost, queue);
         let syncer = durability.syncer();
         let config = durability.log_config.clone();
-        let opened =
-            tokio::task::spawn_blocking(move || QueueLog::open(storage, dir, syncer, config)).await;
+        let with_priorities = self.state.has_priorities();
+        let opened = tokio::task::spawn_blocking(move || {
+            if with_priorities {
+                open_reading_priorities(storage, dir, syncer, config)
+            } else {
+                QueueLog::open(storage, dir, syncer, config)
+                    .map(|(log, recovered)| (log, recovered, Vec::new()))
+            }
+        })
+        .await;
         match opened {
-            Ok(Ok((log, recovered))) => {
+            Ok(Ok((log, recovered, priorities))) => {
                 let count = recovered.messages.len();
-                for m in &recovered.messages {
+                // Logged expiries are mapped onto the clock as it is now, after recovery.
+                self.state.set_now(Instant::now());
+                for (i, m) in recovered.messages.iter().enumerate() {
                     // The body size is not read back at startup: the record length stands in
                     // for it (it only feeds x-max-length-bytes), and the message stays paged
                     // out until it is delivered.
                     let size = u64::from(m.position.len());
-                    self.state
-                        .restore(StoredMessage::paged(m.id, m.position, size, m.redelivered));
+                    let now = self.state.now();
+                    let expiry = m.expires_at.map(|ms| instant_of_wall_clock_ms(ms, now));
+                    self.state.restore(
+                        StoredMessage::paged(m.id, m.position, size, m.redelivered),
+                        expiry,
+                        priorities.get(i).copied().unwrap_or(0),
+                    );
                 }
                 self.state.reserve_ids_below(recovered.next_id);
                 if count > 0 {
@@ -451,6 +644,16 @@ impl QueueTask {
             } else {
                 i64::MAX
             };
+            // A trickle, so that a get or a delete behind the waiting publishes of a queue
+            // whose consumers stalled is still served.
+            let trickle_at = (allowance <= 0).then(|| Instant::now() + STALLED_INTAKE_PERIOD);
+            // The head message's expiry, or the unused queue's.
+            let deadline = self.state.next_deadline();
+            let wake_at = match (trickle_at, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timer = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now));
             tokio::select! {
                 biased;
                 Some(command) = control.recv() => batch.push(command),
@@ -458,13 +661,16 @@ impl QueueTask {
                     allowance = allowance.saturating_sub(command.publishes().max(1) as i64);
                     batch.push(command);
                 }
-                // A trickle, so that a get or a delete behind the waiting publishes of a
-                // queue whose consumers stalled is still served.
-                _ = tokio::time::sleep(STALLED_INTAKE_PERIOD), if allowance <= 0 => {
-                    allowance = COMMAND_BATCH as i64;
+                _ = timer, if wake_at.is_some() => {
+                    if trickle_at.is_some_and(|at| at <= Instant::now()) {
+                        allowance = COMMAND_BATCH as i64;
+                    }
                 }
                 else => return,
             }
+            self.state.set_now(Instant::now());
+            // Before any command looks: what expired meanwhile is gone (counts included).
+            self.state.expire();
             if control.is_closed() && ordered.is_closed() {
                 return;
             }
@@ -501,12 +707,22 @@ impl QueueTask {
             if let Some(handle) = self.handle.upgrade() {
                 handle.took_in(publishes);
             }
+            if stop.is_none() {
+                self.state.expire();
+                if self.state.is_unused_too_long() {
+                    self.unregister();
+                    stop = Some(Stop::Deleted);
+                }
+            }
+            self.dead_letter_pending();
             self.record_removals();
             if stop.is_none() {
                 let delivered = self.deliver_ready();
                 if behind {
                     allowance = allowance.saturating_add(delivered as i64);
                 }
+                // Expired heads found while delivering; their removal is logged next batch.
+                self.dead_letter_pending();
             }
             self.end_batch();
             if stop.is_none() && self.log.is_none() && self.state.over_memory_budget() {
@@ -580,15 +796,42 @@ impl QueueTask {
                     if !no_ack {
                         self.mark_delivered(&stored);
                     }
+                    let returns = self.state.returns_of(stored.id);
                     let message = self.load(&stored);
                     if message.is_none() {
                         self.state.ack(&[stored.id]);
                     }
-                    message.map(|m| (m, remaining))
+                    message.map(|mut m| {
+                        m.message = with_delivery_count(m.message, returns);
+                        (m, remaining)
+                    })
                 });
                 let _ = reply.send(loaded);
             }
-            QueueCommand::Ack(ids) | QueueCommand::Discard(ids) => self.state.ack(&ids),
+            QueueCommand::Ack(ids) => self.state.ack(&ids),
+            QueueCommand::Discard(ids) => self.state.reject(&ids),
+            QueueCommand::Reconfigure(settings) => {
+                self.state.reconfigure(
+                    settings.limits,
+                    settings.lifetimes,
+                    settings.dead_letter.is_some(),
+                );
+                self.dead_letter = settings.dead_letter;
+            }
+            QueueCommand::Peek { count, reply } => {
+                let peeked = self
+                    .state
+                    .peek(count)
+                    .into_iter()
+                    .filter_map(|(stored, returns)| {
+                        let mut loaded = Self::load_from(&mut self.log, &stored)?;
+                        loaded.message = with_delivery_count(loaded.message, returns);
+                        Some(loaded)
+                    })
+                    .collect();
+                let _ = reply.send(peeked);
+            }
+            QueueCommand::Touch => self.state.touch(),
             QueueCommand::Requeue { ids, redelivered } => self.state.requeue(&ids, redelivered),
             QueueCommand::CreditAvailable => {}
             QueueCommand::Stats(reply) => {
@@ -632,31 +875,73 @@ impl QueueTask {
         let log = &mut self.log;
         let durable_log = self.log_is_durable;
         let paging = self.state.over_memory_budget();
+        let now = self.state.now();
         let mut fsync_needed = false;
         let mut logged = false;
-        let outcome = self.state.publish(message, |id, message| {
+        // Refused by reject-publish-dlx, it is dead-lettered: keep a reference for that.
+        let refusable =
+            (self.state.limits().overflow == Overflow::RejectPublishDlx).then(|| message.clone());
+        let outcome = self.state.publish(message, |id, message, expiry| {
             let durable = durable_log && message.persistent;
             let Some(log) = log.as_mut().filter(|_| durable || paging) else {
                 return Ok(None);
             };
             logged = true;
             fsync_needed = durable;
-            let parts: [&[u8]; 4] = [
+            let annotations = message.annotations.as_ref().map(|a| a.encode());
+            let parts: [&[u8]; 5] = [
                 message.exchange.as_bytes(),
                 message.routing_key.as_bytes(),
                 &message.properties,
                 &message.body,
+                annotations.as_deref().unwrap_or_default(),
             ];
-            log.append(id, durable, &parts).map(Some).map_err(|error| {
-                tracing::error!(%error, "cannot log a message; refusing it");
-            })
+            let parts = if annotations.is_some() {
+                &parts[..]
+            } else {
+                &parts[..PART_ANNOTATIONS]
+            };
+            let expires_at = expiry.map(|at| wall_clock_ms(at, now));
+            log.append_expiring(id, durable, expires_at, parts)
+                .map(Some)
+                .map_err(|error| {
+                    tracing::error!(%error, "cannot log a message; refusing it");
+                })
         });
+        if let (Publish::Rejected, Some(message)) = (outcome, refusable) {
+            self.dead_letter(&message, DeathReason::MaxLen);
+        }
         match (outcome, confirm) {
-            (Publish::Rejected, Some(token)) => token.reject(),
+            (Publish::Rejected | Publish::NotStored, Some(token)) => token.reject(),
             (Publish::Accepted(_), Some(token)) if fsync_needed => self.awaiting_commit.push(token),
             _ => {}
         }
         self.log_dirty |= logged;
+    }
+
+    /// Dead-letters a message to the queue's dead-letter exchange, if it has one.
+    fn dead_letter(&self, message: &Message, reason: DeathReason) {
+        let Some(target) = &self.dead_letter else {
+            return;
+        };
+        let (Some(handle), Some(vhost)) = (self.handle.upgrade(), self.vhost.upgrade()) else {
+            return;
+        };
+        dead_letter::publish(&vhost, message, reason, &handle.name, target);
+    }
+
+    /// Dead-letters the messages that died since the last call, reading back those paged out
+    /// (before their removal reaches the log), then lets them go.
+    fn dead_letter_pending(&mut self) {
+        if !self.state.has_dead() {
+            return;
+        }
+        for (stored, reason) in self.state.take_dead() {
+            if let Some(loaded) = Self::load_from(&mut self.log, &stored) {
+                self.dead_letter(&loaded.message, reason);
+            }
+            self.state.discard(stored);
+        }
     }
 
     /// Notes in the log that a message went to a client (basic.get), written to the OS before
@@ -707,9 +992,10 @@ impl QueueTask {
     }
 
     fn check_consume(&self, consumer: &Consumer) -> AmqpResult<()> {
-        if self.state.has_exclusive_consumer()
-            || (consumer.exclusive && self.state.consumer_count() > 0)
-        {
+        // RabbitMQ refuses an exclusive consumer on a single-active-consumer queue outright.
+        let exclusive_refused = consumer.exclusive
+            && (self.state.consumer_count() > 0 || self.state.is_single_active_consumer());
+        if self.state.has_exclusive_consumer() || exclusive_refused {
             return Err(AmqpException::access_refused(format!(
                 "queue '{}' in vhost '{}' in exclusive use",
                 self.name(),
@@ -764,7 +1050,7 @@ impl QueueTask {
             let event = ConnectionEvent::Deliver(DeliveryEvent {
                 channel_id,
                 consumer_tag,
-                message: message.message,
+                message: with_delivery_count(message.message, delivery.returns),
                 redelivered: message.redelivered,
                 source,
                 credit: Some(credit),
@@ -862,6 +1148,7 @@ mod tests {
             properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from(body),
             persistent: false,
+            annotations: None,
         })
     }
 
@@ -872,16 +1159,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let durability = Arc::new(Durability::on_disk(dir.path()).unwrap());
         let vhost = VHost::with_durability("/", Some(durability));
-        let config = QueueConfig {
-            durable: false,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-            limits: QueueLimits::default(),
-        };
         let queue = QueueHandle::spawn(
             ShortStr::from_static("q"),
-            config,
+            QueueConfig::default(),
+            QueueSettings::default(),
+            None,
             Arc::downgrade(&vhost),
             vhost.durability.clone(),
         );
@@ -926,20 +1208,16 @@ mod flow_control_tests {
             properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(b"x"),
             persistent: false,
+            annotations: None,
         })
     }
 
     fn spawn_queue(vhost: &Arc<VHost>) -> QueueRef {
-        let config = QueueConfig {
-            durable: false,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-            limits: QueueLimits::default(),
-        };
         QueueHandle::spawn(
             ShortStr::from_static("q"),
-            config,
+            QueueConfig::default(),
+            QueueSettings::default(),
+            None,
             Arc::downgrade(vhost),
             None,
         )

@@ -59,7 +59,10 @@ async function startBroker() {
   const dataDir = path.join(workdir, 'data');
   fs.mkdirSync(dataDir);
   const stderrFd = fs.openSync(path.join(workdir, 'stderr.log'), 'w');
-  const child = spawn(bin, ['--bind', '127.0.0.1', '--port', '0', '--data-dir', dataDir], {
+  // --http-port/--metrics-port 0: brokers run side by side, so no fixed 15672/15692.
+  const args = ['--bind', '127.0.0.1', '--port', '0', '--data-dir', dataDir,
+    '--http-port', '0', '--metrics-port', '0'];
+  const child = spawn(bin, args, {
     stdio: ['ignore', 'pipe', stderrFd],
   });
   fs.closeSync(stderrFd);

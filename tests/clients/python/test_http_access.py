@@ -1,0 +1,233 @@
+"""Users, vhosts, permissions and policies through the management API, as RabbitMQ's
+management plugin answers them (status codes and JSON checked against RabbitMQ 3.10), and what
+they change for AMQP clients: a user created over HTTP logs in with pika, permissions decide what
+it may do, a deleted vhost takes its queues with it, and definitions keep all of it across a
+restart."""
+
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+import pika
+import pytest
+from pika.exceptions import ChannelClosedByBroker, ProbableAccessDeniedError
+
+from helpers import BrokerProcess, DataDirBroker, listener_port
+
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("WARREN_TEST_AMQP_URL")),
+    reason="needs a broker of its own with its management API",
+)
+
+
+class Api:
+    def __init__(self, port, user="guest", password="guest"):
+        self.base = f"http://127.0.0.1:{port}/api"
+        self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def as_user(self, user, password):
+        other = Api(0, user, password)
+        other.base = self.base
+        return other
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Authorization", self.auth)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read()
+                return response.status, (json.loads(raw) if raw else None)
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            return error.code, (json.loads(raw) if raw else None)
+
+
+@pytest.fixture(scope="module")
+def broker():
+    started = BrokerProcess().start()
+    started.http_port = listener_port(started, "http")
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def api(broker):
+    return Api(broker.http_port)
+
+
+def amqp(broker, user, password, vhost="/"):
+    params = pika.ConnectionParameters(
+        "127.0.0.1", broker.port, vhost, pika.PlainCredentials(user, password)
+    )
+    return pika.BlockingConnection(params)
+
+
+def forced_closed(connection):
+    """The reply text of the broker's connection.close, which must be 320 CONNECTION_FORCED."""
+    closed = []
+    connection._impl.add_on_close_callback(lambda _conn, reason: closed.append(reason))
+    deadline = time.monotonic() + 10
+    while not closed and time.monotonic() < deadline:
+        try:
+            connection.process_data_events(time_limit=0.05)
+        except pika.exceptions.ConnectionClosedByBroker:
+            break
+    assert closed, "the broker did not close the connection"
+    assert closed[0].reply_code == 320
+    return closed[0].reply_text
+
+
+def test_users_are_created_listed_changed_and_deleted(api, broker):
+    assert api.call("PUT", "/users/carol", {"password": "s3cret", "tags": "management"})[0] == 201
+    assert api.call("PUT", "/users/carol", {"password": "s3cret", "tags": ["monitoring"]})[0] == 204
+    status, carol = api.call("GET", "/users/carol")
+    assert status == 200
+    assert carol["name"] == "carol"
+    assert carol["tags"] == ["monitoring"]
+    assert carol["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+    assert carol["limits"] == {}
+    names = [u["name"] for u in api.call("GET", "/users")[1]]
+    assert "carol" in names and "guest" in names
+    # A user without permissions anywhere is listed as such, and cannot open a vhost.
+    assert "carol" in [u["name"] for u in api.call("GET", "/users/without-permissions")[1]]
+    with pytest.raises(ProbableAccessDeniedError):
+        amqp(broker, "carol", "s3cret")
+    api.call("PUT", "/permissions/%2F/carol", {"configure": ".*", "write": ".*", "read": ".*"})
+    connection = amqp(broker, "carol", "s3cret")
+    assert api.call("DELETE", "/users/carol")[0] == 204
+    assert forced_closed(connection) == "CONNECTION_FORCED - user 'carol' is deleted"
+    assert api.call("GET", "/permissions/%2F/carol")[0] == 404
+    assert api.call("DELETE", "/users/carol") == (
+        404,
+        {"error": "Object Not Found", "reason": "Not Found"},
+    )
+
+
+def test_permissions_set_over_http_decide_what_an_amqp_client_may_do(api, broker):
+    api.call("PUT", "/users/dan", {"password": "pw", "tags": ""})
+    assert api.call("PUT", "/permissions/%2F/dan", {"configure": "^dan\\.", "write": ".*"}) == (
+        400,
+        {"error": "bad_request", "reason": "[{key_missing,read}]"},
+    )
+    assert api.call(
+        "PUT", "/permissions/%2F/nobody", {"configure": ".*", "write": ".*", "read": ".*"}
+    ) == (400, {"error": "bad_request", "reason": "vhost_or_user_not_found"})
+    perms = {"configure": "^dan\\.", "write": ".*", "read": ".*"}
+    assert api.call("PUT", "/permissions/%2F/dan", perms)[0] == 201
+    assert api.call("GET", "/permissions/%2F/dan") == (
+        200,
+        {"user": "dan", "vhost": "/", **perms},
+    )
+    assert {"user": "dan", "vhost": "/", **perms} in api.call("GET", "/users/dan/permissions")[1]
+    connection = amqp(broker, "dan", "pw")
+    try:
+        channel = connection.channel()
+        channel.queue_declare("dan.work")
+        with pytest.raises(ChannelClosedByBroker) as refused:
+            connection.channel().queue_declare("other.work")
+        assert refused.value.reply_code == 403
+        # A change reaches connections that are already open.
+        assert api.call("PUT", "/permissions/%2F/dan", {**perms, "configure": ".*"})[0] == 204
+        connection.channel().queue_declare("other.work")
+        assert api.call("DELETE", "/permissions/%2F/dan")[0] == 204
+        with pytest.raises(ChannelClosedByBroker):
+            connection.channel().queue_declare("dan.more")
+    finally:
+        if connection.is_open:
+            connection.close()
+    assert api.call("DELETE", "/permissions/%2F/dan")[0] == 404
+    api.call("DELETE", "/users/dan")
+
+
+def test_a_vhost_is_created_with_its_creators_permissions_and_deleted_with_its_queues(api, broker):
+    assert api.call("PUT", "/vhosts/project")[0] == 201
+    assert api.call("PUT", "/vhosts/project")[0] == 204
+    assert api.call("GET", "/vhosts/project/permissions")[1] == [
+        {"vhost": "project", "user": "guest", "configure": ".*", "write": ".*", "read": ".*"}
+    ]
+    status, vhost = api.call("GET", "/vhosts/project")
+    assert status == 200 and vhost["name"] == "project"
+    connection = amqp(broker, "guest", "guest", "project")
+    connection.channel().queue_declare("in-project")
+    assert api.call("GET", "/queues/project/in-project")[0] == 200
+    assert api.call("DELETE", "/vhosts/project")[0] == 204
+    assert forced_closed(connection) == "CONNECTION_FORCED - vhost 'project' is deleted"
+    assert api.call("GET", "/queues/project/in-project")[0] == 404
+    assert api.call("DELETE", "/vhosts/project")[0] == 404
+    with pytest.raises(ProbableAccessDeniedError):
+        amqp(broker, "guest", "guest", "project")
+
+
+def test_policies_are_validated_and_listed(api):
+    policy = {"pattern": "^limited\\.", "definition": {"max-length": 5}, "priority": 1,
+              "apply-to": "queues"}
+    assert api.call("PUT", "/policies/%2F/limit", policy)[0] == 201
+    assert api.call("PUT", "/policies/%2F/limit", policy)[0] == 204
+    assert api.call("GET", "/policies/%2F/limit") == (200, {"vhost": "/", "name": "limit", **policy})
+    assert api.call("PUT", "/policies/%2F/bad", {"pattern": "x", "definition": {"foo": 5}}) == (
+        400,
+        {"error": "bad_request",
+         "reason": 'Validation failed\n\n[{<<"foo">>,5}] are not recognised policy settings\n'},
+    )
+    assert api.call("PUT", "/policies/%2F/bad", {"pattern": "x", "definition": {"expires": 0}})[1][
+        "reason"
+    ] == "Validation failed\n\n0 is not a valid queue expiry\n"
+    assert api.call("PUT", "/policies/%2F/bad", {"definition": {"max-length": 1}}) == (
+        400,
+        {"error": "bad_request", "reason": "[{key_missing,pattern}]"},
+    )
+    assert [p["name"] for p in api.call("GET", "/policies")[1]] == ["limit"]
+    assert api.call("DELETE", "/policies/%2F/limit")[0] == 204
+    assert api.call("DELETE", "/policies/%2F/limit")[0] == 404
+
+
+def test_tags_decide_who_may_change_users_vhosts_and_policies(api):
+    api.call("PUT", "/users/watcher", {"password": "pw", "tags": "monitoring"})
+    api.call("PUT", "/users/maker", {"password": "pw", "tags": "policymaker"})
+    for name in ("watcher", "maker"):
+        api.call("PUT", f"/permissions/%2F/{name}", {"configure": ".*", "write": ".*", "read": ".*"})
+    watcher = api.as_user("watcher", "pw")
+    maker = api.as_user("maker", "pw")
+    not_admin = (401, {"error": "not_authorised", "reason": "Not administrator user"})
+    assert watcher.call("GET", "/users") == not_admin
+    assert watcher.call("PUT", "/vhosts/sneaky") == not_admin
+    assert maker.call("PUT", "/users/x", {"password": "x"}) == not_admin
+    policy = {"pattern": "^p\\.", "definition": {"message-ttl": 1000}}
+    assert watcher.call("PUT", "/policies/%2F/ttl", policy) == (
+        401,
+        {"error": "not_authorised", "reason": "User not authorised to access object"},
+    )
+    assert maker.call("PUT", "/policies/%2F/ttl", policy)[0] == 201
+    assert maker.call("DELETE", "/policies/%2F/ttl")[0] == 204
+    assert [v["name"] for v in watcher.call("GET", "/vhosts")[1]] == ["/"]
+    for name in ("watcher", "maker"):
+        api.call("DELETE", f"/users/{name}")
+
+
+def test_users_permissions_and_policies_survive_a_restart(tmp_path):
+    data_dir = tmp_path / "data"
+    first = DataDirBroker(data_dir).start()
+    try:
+        api = Api(listener_port(first, "http"))
+        api.call("PUT", "/users/erin", {"password": "pw", "tags": "management"})
+        api.call("PUT", "/vhosts/kept")
+        api.call("PUT", "/permissions/kept/erin", {"configure": ".*", "write": ".*", "read": "^r"})
+        api.call("PUT", "/policies/kept/ttl", {"pattern": ".*", "definition": {"message-ttl": 60000}})
+    finally:
+        first.stop()
+    second = DataDirBroker(data_dir).start()
+    try:
+        api = Api(listener_port(second, "http"))
+        assert api.call("GET", "/users/erin")[1]["tags"] == ["management"]
+        assert api.call("GET", "/permissions/kept/erin")[1]["read"] == "^r"
+        assert api.call("GET", "/policies/kept/ttl")[1]["definition"] == {"message-ttl": 60000}
+        connection = amqp(second, "erin", "pw", "kept")
+        connection.close()
+    finally:
+        second.stop()
