@@ -9,11 +9,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker::permissions::Permission;
 use broker::users::User;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::listing::{reply_list, reply_one, ListQuery};
+use super::message::Body;
 use super::{node_name, State};
 
 pub(crate) fn routes() -> Router<State> {
@@ -50,18 +51,6 @@ pub(crate) fn created_or_updated(created: bool) -> StatusCode {
         StatusCode::CREATED
     } else {
         StatusCode::NO_CONTENT
-    }
-}
-
-/// A request body as a JSON object; an empty body is an empty object, as RabbitMQ takes it.
-pub(crate) fn body_object(body: &Bytes) -> ApiResult<Map<String, Value>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::bad_request("not_json")),
-        Err(error) => Err(ApiError::bad_request(error.to_string())),
     }
 }
 
@@ -148,7 +137,7 @@ async fn put_user(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let body = body_object(&body)?;
+    let body = Body::parse(&body)?;
     let tags = parse_tags(body.get("tags"));
     let existing = state.broker.users.get(&name);
     let mut user = match (body.get("password"), body.get("password_hash")) {
@@ -199,7 +188,7 @@ async fn bulk_delete_users(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let body = body_object(&body)?;
+    let body = Body::parse(&body)?;
     let Some(Value::Array(names)) = body.get("users") else {
         return Err(ApiError::keys_missing(&["users"]));
     };
@@ -288,14 +277,8 @@ async fn put_permission(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    let body = body_object(&body)?;
-    let missing: Vec<&str> = ["configure", "write", "read"]
-        .into_iter()
-        .filter(|key| !body.contains_key(*key))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::keys_missing(&missing));
-    }
+    let body = Body::parse(&body)?;
+    body.require(&["configure", "write", "read"])?;
     let pattern = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or_default();
     if state.broker.vhost(&vhost).is_none() || state.broker.users.get(&user).is_none() {
         return Err(ApiError::bad_request("vhost_or_user_not_found"));

@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use broker::durability::json_to_table;
 use broker::permissions::Permission;
+use broker::policies::Policy;
 use broker::users::{User, HASHING_ALGORITHM};
 use broker::vhost::{ExchangeDeclaration, QueueDeclaration};
 use broker::Broker;
@@ -119,7 +120,7 @@ async fn import_vhost(
 }
 
 /// Adds what the definitions name to the broker (nothing is removed): users with their
-/// password hashes, vhosts, permissions, then exchanges, queues and bindings, declared as a
+/// password hashes, vhosts, permissions, policies, then exchanges, queues and bindings, declared as a
 /// client would declare them. Stops at the first entry the broker refuses, naming it.
 pub(crate) fn import_definitions(broker: &Broker, defs: &Definitions) -> Result<(), String> {
     for user in &defs.users {
@@ -143,6 +144,19 @@ pub(crate) fn import_definitions(broker: &Broker, defs: &Definitions) -> Result<
         let permission = Permission::new(&p.configure, &p.write, &p.read)
             .map_err(|e| format!("permissions of '{}' in vhost '{}': {e}", p.user, p.vhost))?;
         broker.set_permissions(&p.vhost, &p.user, permission);
+    }
+    for p in &defs.policies {
+        let definition = p.definition.as_object().cloned().unwrap_or_default();
+        let policy = Policy::new(
+            &p.vhost,
+            &p.name,
+            &p.pattern,
+            &p.apply_to,
+            p.priority,
+            definition,
+        )
+        .map_err(|e| format!("policy '{}' in vhost '{}': {e}", p.name, p.vhost))?;
+        broker.put_policy(policy);
     }
     let vhost_of = |name: &str| {
         broker
@@ -211,12 +225,6 @@ pub(crate) fn import_definitions(broker: &Broker, defs: &Definitions) -> Result<
                 b.source, b.destination, e.reply_text
             )
         })?;
-    }
-    if !defs.policies.is_empty() {
-        tracing::warn!(
-            count = defs.policies.len(),
-            "policies in imported definitions were not applied"
-        );
     }
     Ok(())
 }

@@ -10,10 +10,11 @@ use axum::{Json, Router};
 use broker::policies::Policy;
 use serde_json::{json, Value};
 
-use super::access::{body_object, created_or_updated};
+use super::access::created_or_updated;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::listing::{reply_list, ListQuery};
+use super::message::Body;
 use super::State;
 
 pub(crate) fn routes() -> Router<State> {
@@ -102,14 +103,8 @@ async fn put(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     may_change(&caller, &state, &vhost)?;
-    let body = body_object(&body)?;
-    let missing: Vec<&str> = ["pattern", "definition"]
-        .into_iter()
-        .filter(|key| !body.contains_key(*key))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::keys_missing(&missing));
-    }
+    let body = Body::parse(&body)?;
+    body.require(&["pattern", "definition"])?;
     let pattern = body
         .get("pattern")
         .and_then(Value::as_str)
