@@ -1470,18 +1470,18 @@ mod tests {
 }
 
 #[cfg(test)]
-mod queue_argument_and_routing_tests {
+mod argument_test_support {
     use super::*;
 
-    fn s(v: &str) -> ShortStr {
+    pub fn s(v: &str) -> ShortStr {
         ShortStr::new(v).unwrap()
     }
 
-    fn table(entries: &[(&str, FieldValue)]) -> FieldTable {
+    pub fn table(entries: &[(&str, FieldValue)]) -> FieldTable {
         FieldTable(entries.iter().map(|(k, v)| (s(k), v.clone())).collect())
     }
 
-    fn declare(vhost: &VHost, name: &str, arguments: &FieldTable) -> AmqpResult<QueueRef> {
+    pub fn declare(vhost: &VHost, name: &str, arguments: &FieldTable) -> AmqpResult<QueueRef> {
         vhost.declare_queue(
             QueueDeclaration {
                 name: &s(name),
@@ -1495,13 +1495,20 @@ mod queue_argument_and_routing_tests {
         )
     }
 
-    fn refusal(entries: &[(&str, FieldValue)]) -> String {
-        let vhost = VHost::new("/");
-        match declare(&vhost, "q", &table(entries)) {
+    /// The reply text of a queue.declare of `q` with these arguments, which must be refused.
+    pub fn refusal(entries: &[(&str, FieldValue)]) -> String {
+        match declare(&VHost::new("/"), "q", &table(entries)) {
             Err(e) => e.reply_text,
             Ok(_) => panic!("{entries:?} was accepted"),
         }
     }
+}
+
+#[cfg(test)]
+mod queue_argument_and_routing_tests {
+    use super::*;
+
+    use super::argument_test_support::*;
 
     #[tokio::test]
     async fn lifetime_and_dead_letter_arguments_are_refused_in_rabbitmqs_words_and_order() {
@@ -1646,34 +1653,7 @@ mod priority_sac_and_policy_tests {
     use crate::queue::QueueCommand;
     use serde_json::json;
 
-    fn s(v: &str) -> ShortStr {
-        ShortStr::new(v).unwrap()
-    }
-
-    fn table(entries: &[(&str, FieldValue)]) -> FieldTable {
-        FieldTable(entries.iter().map(|(k, v)| (s(k), v.clone())).collect())
-    }
-
-    fn declare(vhost: &VHost, name: &str, arguments: &FieldTable) -> AmqpResult<QueueRef> {
-        vhost.declare_queue(
-            QueueDeclaration {
-                name: &s(name),
-                durable: false,
-                exclusive: false,
-                auto_delete: false,
-                arguments,
-            },
-            false,
-            1,
-        )
-    }
-
-    fn refusal(entries: &[(&str, FieldValue)]) -> String {
-        match declare(&VHost::new("/"), "q", &table(entries)) {
-            Err(e) => e.reply_text,
-            Ok(_) => panic!("{entries:?} was accepted"),
-        }
-    }
+    use super::argument_test_support::*;
 
     #[tokio::test]
     async fn priority_and_single_active_consumer_arguments_are_checked_as_rabbitmq_does() {

@@ -8,6 +8,7 @@ mod connection;
 mod http;
 mod outbound;
 mod server;
+pub mod systemd;
 
 pub use config::Config;
 pub use server::Server;

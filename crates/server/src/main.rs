@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use warren::config::{self, LogFormat};
-use warren::Server;
+use warren::{systemd, Server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -25,6 +25,9 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    // Installed before anything announces readiness: a SIGTERM right after the ready line
+    // must stop the broker cleanly, not kill it.
+    let shutdown = shutdown_signal()?;
     let server = Server::bind(config).await?;
     let version = env!("CARGO_PKG_VERSION");
     // Scripts and tests wait for this exact line; the other listeners follow it.
@@ -38,26 +41,28 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = server.metrics_addr() {
         println!("warren {version} metrics: listening on {addr}");
     }
+    systemd::notify("READY=1");
     tracing::info!(
         amqp = %server.local_addr(),
         http = ?server.http_addr(),
         metrics = ?server.metrics_addr(),
         "listening"
     );
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT; both handlers are in place when this returns.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
 }

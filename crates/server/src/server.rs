@@ -147,6 +147,7 @@ impl Server {
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
+        crate::systemd::notify("STOPPING=1");
         drop(self.listener);
         let _ = stop_tx.send(true);
         let drain = async {
