@@ -164,10 +164,17 @@ def test_a_vhost_is_created_with_its_creators_permissions_and_deleted_with_its_q
         amqp(broker, "guest", "guest", "project")
 
 
-def test_policies_are_validated_and_listed(api):
+def test_policies_are_validated_listed_and_shown_on_the_queues_they_apply_to(api):
     policy = {"pattern": "^limited\\.", "definition": {"max-length": 5}, "priority": 1,
               "apply-to": "queues"}
     assert api.call("PUT", "/policies/%2F/limit", policy)[0] == 201
+    assert api.call("PUT", "/queues/%2F/limited.q", {"durable": False})[0] == 201
+    status, queue = api.call("GET", "/queues/%2F/limited.q")
+    assert status == 200
+    assert queue["policy"] == "limit"
+    assert queue["effective_policy_definition"] == {"max-length": 5}
+    assert api.call("GET", "/queues/%2F/other-q")[0] == 404
+    api.call("DELETE", "/queues/%2F/limited.q")
     assert api.call("PUT", "/policies/%2F/limit", policy)[0] == 204
     assert api.call("GET", "/policies/%2F/limit") == (200, {"vhost": "/", "name": "limit", **policy})
     assert api.call("PUT", "/policies/%2F/bad", {"pattern": "x", "definition": {"foo": 5}}) == (

@@ -50,6 +50,7 @@ fn exchange_json(vhost: &str, exchange: &Exchange) -> Value {
         "auto_delete": exchange.auto_delete,
         "internal": exchange.internal,
         "arguments": table_to_json(&exchange.arguments),
+        "policy": exchange.policy().map(|p| p.name.clone()),
     })
 }
 

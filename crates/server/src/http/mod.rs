@@ -19,6 +19,7 @@ mod metrics;
 mod overview;
 mod policies;
 mod queues;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,6 +80,7 @@ pub(crate) fn management_router(state: State) -> Router {
         .merge(definitions::routes())
         .merge(access::routes())
         .merge(policies::routes())
+        .merge(ui::routes())
         .fallback(|| async { error::ApiError::not_found() })
         .with_state(state)
 }

@@ -46,6 +46,7 @@ pub(crate) fn queue_json(vhost: &str, queue: &QueueHandle, stats: Option<QueueSt
     let ready = u64::from(stats.message_count);
     let unacked = u64::from(stats.unacked_count);
     let rate = json!({"rate": 0.0});
+    let policy = queue.policy();
     json!({
         "name": queue.name.as_str(),
         "vhost": vhost,
@@ -63,9 +64,12 @@ pub(crate) fn queue_json(vhost: &str, queue: &QueueHandle, stats: Option<QueueSt
         "messages_ready_details": rate,
         "messages_unacknowledged": unacked,
         "messages_unacknowledged_details": rate,
-        "policy": null,
+        "policy": policy.as_ref().map(|p| p.name.as_str()),
         "operator_policy": null,
-        "effective_policy_definition": {},
+        "effective_policy_definition": policy.as_ref().map_or_else(
+            || Value::Object(Default::default()),
+            |p| Value::Object(p.definition.clone()),
+        ),
         "exclusive_consumer_tag": null,
         "single_active_consumer_tag": null,
     })
