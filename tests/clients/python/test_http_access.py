@@ -152,9 +152,14 @@ def test_a_vhost_is_created_with_its_creators_permissions_and_deleted_with_its_q
         {"vhost": "project", "user": "guest", "configure": ".*", "write": ".*", "read": ".*"}
     ]
     status, vhost = api.call("GET", "/vhosts/project")
-    assert status == 200 and vhost["name"] == "project"
+    assert status == 200 and vhost["name"] == "project" and vhost["messages"] == 0
     connection = amqp(broker, "guest", "guest", "project")
-    connection.channel().queue_declare("in-project")
+    channel = connection.channel()
+    channel.queue_declare("in-project")
+    channel.confirm_delivery()
+    channel.basic_publish("", "in-project", b"counted")
+    status, vhost = api.call("GET", "/vhosts/project")
+    assert (vhost["messages"], vhost["messages_ready"], vhost["messages_unacknowledged"]) == (1, 1, 0)
     assert api.call("GET", "/queues/project/in-project")[0] == 200
     assert api.call("DELETE", "/vhosts/project")[0] == 204
     assert forced_closed(connection) == "CONNECTION_FORCED - vhost 'project' is deleted"

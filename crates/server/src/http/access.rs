@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker::permissions::Permission;
 use broker::users::User;
+use broker::vhost::VHost;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
@@ -303,14 +304,26 @@ async fn delete_permission(
     }
 }
 
-fn vhost_json(name: &str) -> Value {
+/// A vhost as RabbitMQ lists it, with the message counts of its queues summed.
+async fn vhost_json(vhost: &VHost) -> Value {
+    let name = vhost.name();
     let description = if name == "/" {
         "Default virtual host"
     } else {
         ""
     };
+    let (mut ready, mut unacked) = (0u64, 0u64);
+    for queue in vhost.queues() {
+        if let Ok(stats) = queue.stats().await {
+            ready += u64::from(stats.message_count);
+            unacked += u64::from(stats.unacked_count);
+        }
+    }
     json!({
         "name": name,
+        "messages": ready + unacked,
+        "messages_ready": ready,
+        "messages_unacknowledged": unacked,
         "description": description,
         "tags": [],
         "default_queue_type": "undefined",
@@ -325,11 +338,10 @@ async fn list_vhosts(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhosts = caller
-        .visible_vhosts(&state)
-        .iter()
-        .map(|vhost| vhost_json(vhost.name()))
-        .collect();
+    let mut vhosts = Vec::new();
+    for vhost in caller.visible_vhosts(&state) {
+        vhosts.push(vhost_json(&vhost).await);
+    }
     reply_list(vhosts, &query)
 }
 
@@ -340,7 +352,7 @@ async fn show_vhost(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let vhost = caller.visible_vhost(&state, &name)?;
-    Ok(reply_one(vhost_json(vhost.name()), &query))
+    Ok(reply_one(vhost_json(&vhost).await, &query))
 }
 
 async fn put_vhost(
