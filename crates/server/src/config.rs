@@ -46,8 +46,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// AMQPS (AMQP over TLS) settings. They are read and the files checked, but no TLS listener
-/// is started yet.
+/// AMQPS (AMQP over TLS): a second AMQP listener on `port` (RabbitMQ's is 5671), on the same
+/// address as AMQP, with the certificate chain and key in PEM files; with a CA file, client
+/// certificates are verified when presented.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpsConfig {
     pub port: u16,

@@ -123,10 +123,52 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     broker: Arc<Broker>,
     config: Arc<Config>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let local = socket.local_addr().unwrap_or(peer);
-    let (mut reader, mut writer) = socket.into_split();
+    let (reader, writer) = socket.into_split();
+    serve_stream(reader, writer, peer, local, broker, config, stop).await;
+}
+
+/// Serves one accepted AMQPS socket: the TLS handshake (within the handshake timeout), then
+/// AMQP over it as over plain TCP.
+pub(crate) async fn serve_tls(
+    socket: TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    broker: Arc<Broker>,
+    config: Arc<Config>,
+    stop: watch::Receiver<bool>,
+) {
+    let local = socket.local_addr().unwrap_or(peer);
+    let handshake_timeout = Duration::from_secs(config.handshake_timeout_secs);
+    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    serve_stream(reader, writer, peer, local, broker, config, stop).await;
+}
+
+async fn serve_stream<R, W>(
+    mut reader: R,
+    mut writer: W,
+    peer: SocketAddr,
+    local: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<Config>,
+    mut stop: watch::Receiver<bool>,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let handshake_timeout = Duration::from_secs(config.handshake_timeout_secs);
     let mut header = [0u8; 8];
     match tokio::time::timeout(handshake_timeout, reader.read_exact(&mut header)).await {

@@ -9,6 +9,7 @@ mod http;
 mod outbound;
 mod server;
 pub mod systemd;
+mod tls;
 
 pub use config::Config;
 pub use server::Server;

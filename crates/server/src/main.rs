@@ -7,7 +7,16 @@ use warren::config::{self, LogFormat};
 use warren::{systemd, Server};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    if let Err(error) = run().await {
+        // A start that cannot happen (a port taken, a bad TLS file, a damaged data directory)
+        // is one line naming the cause, not a backtrace.
+        eprintln!("warren: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = match config::load() {
         Ok(config) => config,
         Err(error) => {
@@ -35,6 +44,9 @@ async fn main() -> anyhow::Result<()> {
         "warren {version} ready: listening on {} (AMQP 0-9-1)",
         server.local_addr()
     );
+    if let Some(addr) = server.amqps_addr() {
+        println!("warren {version} amqps: listening on {addr}");
+    }
     if let Some(addr) = server.http_addr() {
         println!("warren {version} http: listening on {addr}");
     }

@@ -22,8 +22,23 @@ pub struct Server {
     listener: TcpListener,
     http_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
+    /// AMQPS: a second AMQP listener whose connections start with a TLS handshake.
+    amqps_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     config: Arc<Config>,
     broker: Arc<Broker>,
+}
+
+/// The next AMQPS connection; never, without an AMQPS listener.
+async fn accept_tls(
+    amqps: &Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, tokio_rustls::TlsAcceptor)> {
+    match amqps {
+        Some((listener, acceptor)) => {
+            let (socket, peer) = listener.accept().await?;
+            Ok((socket, peer, acceptor.clone()))
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn listen(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -64,17 +79,19 @@ impl Server {
             }
             None => None,
         };
-        if let Some(amqps) = &config.amqps {
-            tracing::warn!(
-                port = amqps.port,
-                cert_file = %amqps.cert_file.display(),
-                "AMQPS is configured and its files are readable, but TLS is not served yet"
-            );
-        }
+        let amqps_listener = match &config.amqps {
+            Some(amqps) => {
+                let acceptor = crate::tls::acceptor(amqps).context("AMQPS (TLS) settings")?;
+                let listener = listen(SocketAddr::new(config.bind, amqps.port), "AMQPS").await?;
+                Some((listener, acceptor))
+            }
+            None => None,
+        };
         Ok(Server {
             listener,
             http_listener,
             metrics_listener,
+            amqps_listener,
             config: Arc::new(config),
             broker,
         })
@@ -84,6 +101,11 @@ impl Server {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(self.config.bind, self.config.port))
+    }
+
+    /// Where AMQPS listens, if it does.
+    pub fn amqps_addr(&self) -> Option<SocketAddr> {
+        self.amqps_listener.as_ref()?.0.local_addr().ok()
     }
 
     /// Where the management API listens, if it does.
@@ -126,6 +148,7 @@ impl Server {
             http_servers.spawn(http::serve(listener, router, stop_rx.clone()));
         }
         let mut connections = JoinSet::new();
+        let amqps = self.amqps_listener.take();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -143,6 +166,20 @@ impl Server {
                         ));
                     }
                     Err(error) => tracing::warn!(%error, "accept failed"),
+                },
+                accepted = accept_tls(&amqps) => match accepted {
+                    Ok((socket, peer, acceptor)) => {
+                        let _ = socket.set_nodelay(true);
+                        connections.spawn(connection::serve_tls(
+                            socket,
+                            peer,
+                            acceptor,
+                            self.broker.clone(),
+                            self.config.clone(),
+                            stop_rx.clone(),
+                        ));
+                    }
+                    Err(error) => tracing::warn!(%error, "AMQPS accept failed"),
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
