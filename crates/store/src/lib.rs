@@ -125,7 +125,9 @@ pub struct Position {
 }
 
 impl Position {
-    pub(crate) fn new(segment: u32, offset: u32, len: u32) -> Position {
+    /// The record of `len` bytes at `offset` in segment `segment`: for a caller that keeps
+    /// positions in a compact form of its own and makes them up again to read them.
+    pub fn new(segment: u32, offset: u32, len: u32) -> Position {
         Position {
             segment,
             offset,

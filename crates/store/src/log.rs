@@ -176,6 +176,27 @@ impl QueueLog {
         Self::open_recovering(storage, dir.into(), syncer, config, Some(&mut with_payload))
     }
 
+    /// As `open`, but hands each live message to `visit` as recovery finds it, without its
+    /// payload, instead of collecting them in `Recovered::messages` (left empty): a caller
+    /// that keeps recovered messages in a compact form of its own needs no memory per message
+    /// in between. Blocking, like `open`.
+    pub fn open_each(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        syncer: SyncerHandle,
+        config: LogConfig,
+        mut visit: impl FnMut(RecoveredMessage),
+    ) -> Result<(QueueLog, Recovered), StoreError> {
+        let mut without_payload = |message: RecoveredMessage, _: &[u8]| visit(message);
+        Self::open_recovering(
+            storage,
+            dir.into(),
+            syncer,
+            config,
+            Some(&mut without_payload),
+        )
+    }
+
     fn open_recovering(
         storage: Arc<dyn Storage>,
         dir: PathBuf,

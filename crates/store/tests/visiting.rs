@@ -1,5 +1,5 @@
-//! `QueueLog::open_visiting`: recovery hands each live message to the caller, with its
-//! payload, instead of collecting them, and the log works as after `open`.
+//! `QueueLog::open_visiting` and `open_each`: recovery hands each live message to the caller
+//! (with its payload, or without) instead of collecting them, and the log works as after `open`.
 
 mod common;
 
@@ -49,4 +49,35 @@ fn visiting_recovery_sees_exactly_what_open_would_return() {
     log.close().unwrap();
     let (_, after) = open(&storage, &syncer, small_segments());
     assert!(after.messages.is_empty());
+}
+
+#[test]
+fn recovery_one_by_one_sees_what_open_would_return_without_payloads() {
+    let storage = store::MemStorage::new();
+    let syncer = Syncer::start().unwrap();
+    {
+        let (mut log, _) = open(&storage, &syncer, small_segments());
+        let positions: Vec<_> = (0..30u64)
+            .map(|id| (id, append(&mut log, id, id % 4 != 0)))
+            .collect();
+        log.ack(&positions[..5]).unwrap();
+        log.close().unwrap();
+    }
+    let (_, collected) = open(&storage, &syncer, small_segments());
+    assert!(!collected.messages.is_empty());
+
+    let s: Arc<dyn Storage> = Arc::new(storage.clone());
+    let mut seen = Vec::new();
+    let (mut log, recovered) =
+        QueueLog::open_each(s, dir(), syncer.handle(), small_segments(), |m| {
+            seen.push(m)
+        })
+        .unwrap();
+    assert!(recovered.messages.is_empty(), "nothing is collected");
+    assert_eq!(recovered.next_id, collected.next_id);
+    assert_eq!(seen, collected.messages);
+    for m in &seen {
+        assert_payload(&log.read(m.position).unwrap(), m.id);
+    }
+    log.close().unwrap();
 }

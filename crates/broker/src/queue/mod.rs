@@ -1,6 +1,7 @@
 //! Queues: the handle others hold, the commands they send, and the owner task that is the only
 //! place a queue's state changes (one owner per queue, as in RabbitMQ).
 
+mod paged;
 mod ready;
 mod state;
 
@@ -15,7 +16,7 @@ use amqp::{FieldTable, ShortStr};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use store::{Payload, QueueLog, Recovered};
+use store::{Payload, QueueLog, Recovered, RecoveredMessage};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -512,15 +513,30 @@ fn wall_clock_ms(at: Instant, now: Instant) -> u64 {
     u64::try_from(wall.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn instant_of_wall_clock_ms(ms: u64, now: Instant) -> Instant {
-    let wall_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let at = std::time::Duration::from_millis(ms);
-    if at >= wall_now {
-        now.checked_add(at - wall_now).unwrap_or(now)
-    } else {
-        now.checked_sub(wall_now - at).unwrap_or(now)
+/// The queue's clock and the wall clock read at one moment, to map many logged expiries onto
+/// the queue's clock however long the mapping takes.
+#[derive(Clone, Copy)]
+struct WallClock {
+    now: Instant,
+    wall_now: std::time::Duration,
+}
+
+impl WallClock {
+    fn now(now: Instant) -> WallClock {
+        let wall_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        WallClock { now, wall_now }
+    }
+
+    fn instant_of(&self, ms: u64) -> Instant {
+        let (now, wall_now) = (self.now, self.wall_now);
+        let at = std::time::Duration::from_millis(ms);
+        if at >= wall_now {
+            now.checked_add(at - wall_now).unwrap_or(now)
+        } else {
+            now.checked_sub(wall_now - at).unwrap_or(now)
+        }
     }
 }
 
@@ -536,41 +552,55 @@ impl QueueTask {
         let syncer = durability.syncer();
         let config = durability.log_config.clone();
         let with_priorities = self.state.has_priorities();
+        // Recovery puts the messages straight into the queue, in their compact form, on the
+        // blocking thread: no list of every recovered message is ever held. Logged expiries
+        // are mapped onto the clock as it is now.
+        let stand_in = self.state.emptied();
+        let mut state = std::mem::replace(&mut self.state, stand_in);
+        let clock = WallClock::now(Instant::now());
         let opened = tokio::task::spawn_blocking(move || {
-            if with_priorities {
-                open_reading_priorities(storage, dir, syncer, config)
+            state.set_now(clock.now);
+            let mut restore = |m: &RecoveredMessage, priority: u8| {
+                // The body size is not read back at startup: the record length stands in for
+                // it (it only feeds x-max-length-bytes), and the message stays paged out until
+                // it is delivered.
+                let size = u64::from(m.position.len());
+                let expiry = m.expires_at.map(|ms| clock.instant_of(ms));
+                state.restore(
+                    StoredMessage::paged(m.id, m.position, size, m.redelivered),
+                    expiry,
+                    priority,
+                );
+            };
+            let opened = if with_priorities {
+                open_reading_priorities(storage, dir, syncer, config).map(
+                    |(log, recovered, priorities)| {
+                        for (m, priority) in recovered.messages.iter().zip(priorities) {
+                            restore(m, priority);
+                        }
+                        (log, recovered.next_id)
+                    },
+                )
             } else {
-                QueueLog::open(storage, dir, syncer, config)
-                    .map(|(log, recovered)| (log, recovered, Vec::new()))
-            }
+                QueueLog::open_each(storage, dir, syncer, config, |m| restore(&m, 0))
+                    .map(|(log, recovered)| (log, recovered.next_id))
+            };
+            (state, opened)
         })
         .await;
         match opened {
-            Ok(Ok((log, recovered, priorities))) => {
-                let count = recovered.messages.len();
-                // Logged expiries are mapped onto the clock as it is now, after recovery.
+            Ok((state, Ok((log, next_id)))) => {
+                self.state = state;
                 self.state.set_now(Instant::now());
-                for (i, m) in recovered.messages.iter().enumerate() {
-                    // The body size is not read back at startup: the record length stands in
-                    // for it (it only feeds x-max-length-bytes), and the message stays paged
-                    // out until it is delivered.
-                    let size = u64::from(m.position.len());
-                    let now = self.state.now();
-                    let expiry = m.expires_at.map(|ms| instant_of_wall_clock_ms(ms, now));
-                    self.state.restore(
-                        StoredMessage::paged(m.id, m.position, size, m.redelivered),
-                        expiry,
-                        priorities.get(i).copied().unwrap_or(0),
-                    );
-                }
-                self.state.reserve_ids_below(recovered.next_id);
+                self.state.reserve_ids_below(next_id);
+                let count = self.state.message_count();
                 if count > 0 {
                     tracing::info!(vhost, queue, messages = count, "recovered queue");
                 }
                 self.log = Some(log);
                 self.log_is_durable = true;
             }
-            Ok(Err(error)) => {
+            Ok((_, Err(error))) => {
                 tracing::error!(vhost, queue, %error, "cannot open the queue's log; it is not durable now")
             }
             Err(error) => tracing::error!(vhost, queue, %error, "log recovery task failed"),
@@ -959,13 +989,19 @@ impl QueueTask {
         if !self.state.has_removed() {
             return;
         }
-        let removed = self.state.take_removed();
-        if let Some(log) = &mut self.log {
-            if let Err(error) = log.ack(&removed) {
-                tracing::error!(%error, "cannot log acknowledgements");
+        let log = &mut self.log;
+        let mut failed = None;
+        self.state.drain_removed(|removed| {
+            if let Some(log) = log.as_mut() {
+                if let Err(error) = log.ack(removed) {
+                    failed.get_or_insert(error);
+                }
             }
-            self.log_dirty = true;
+        });
+        if let Some(error) = failed {
+            tracing::error!(%error, "cannot log acknowledgements");
         }
+        self.log_dirty |= self.log.is_some();
     }
 
     /// Makes the batch's log writes safe: an fsync for confirms waiting on it (group commit

@@ -1,20 +1,97 @@
 //! A queue's ready messages in delivery order: one FIFO list, or, for a queue with
 //! `x-max-priority`, one FIFO list per priority with the highest served first (RabbitMQ's
-//! classic priority queues). Knows nothing of consumers, limits or time.
+//! classic priority queues). A list whose messages are paged out keeps only a window of them
+//! as `StoredMessage`s and the rest in the compact form of `paged`. Knows nothing of
+//! consumers, limits or time.
 
 use std::collections::VecDeque;
 
+use super::paged::PagedTail;
 use super::state::StoredMessage;
 use crate::message::Message;
 
 /// A priority level: a message's `priority` property capped at the queue's maximum.
 pub type Level = u8;
 
+/// Messages a list with a paged tail keeps in memory at its head, ready to be delivered; also
+/// how long the head must be before paged-out messages go to the tail instead.
+const HEAD_WINDOW: usize = 256;
+
+/// One FIFO list: an in-memory head (what is delivered next, and requeued messages, which
+/// always sort before the tail), then the paged-out rest in a compact form. Every id in the
+/// head is below every id in the tail, and the head is empty only when the tail is.
+#[derive(Default)]
+pub struct FifoList {
+    head: VecDeque<StoredMessage>,
+    tail: PagedTail,
+}
+
+impl FifoList {
+    fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    fn front(&self) -> Option<&StoredMessage> {
+        self.head.front()
+    }
+
+    /// Once the tail holds messages every later one joins it, so that order is kept; a
+    /// paged-out message starts it once the head is long enough. A short in-memory list only
+    /// ever uses its head.
+    fn push_back(&mut self, message: StoredMessage) {
+        if !self.tail.is_empty() || (message.message.is_none() && self.head.len() >= HEAD_WINDOW) {
+            self.tail.push_back(message);
+        } else {
+            self.head.push_back(message);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<StoredMessage> {
+        let message = self.head.pop_front()?;
+        if self.head.is_empty() && !self.tail.is_empty() {
+            self.tail.move_front_to(&mut self.head, HEAD_WINDOW);
+        }
+        Some(message)
+    }
+
+    /// Requeued messages were delivered from the head, so they go back into it.
+    fn insert_in_order(&mut self, message: StoredMessage) {
+        let at = self.head.partition_point(|m| m.id < message.id);
+        self.head.insert(at, message);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = StoredMessage> + '_ {
+        self.head.iter().cloned().chain(self.tail.iter())
+    }
+
+    fn is_paging(&self) -> bool {
+        !self.tail.is_empty()
+    }
+
+    fn take(&mut self) -> Taken {
+        Taken {
+            head: std::mem::take(&mut self.head).into(),
+            tail: std::mem::take(&mut self.tail),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.head.capacity() * std::mem::size_of::<StoredMessage>() + self.tail.heap_bytes()
+    }
+}
+
+/// What a list held when it was emptied: the head's messages, then the paged tail's, which
+/// are made up only as they are read.
+pub struct Taken {
+    pub head: Vec<StoredMessage>,
+    pub tail: PagedTail,
+}
+
 pub enum ReadyMessages {
-    Fifo(VecDeque<StoredMessage>),
+    Fifo(FifoList),
     Prioritised {
         /// Indexed by level.
-        levels: Vec<VecDeque<StoredMessage>>,
+        levels: Vec<FifoList>,
         len: usize,
         /// No level above this one holds a message.
         top: usize,
@@ -23,7 +100,7 @@ pub enum ReadyMessages {
 
 impl Default for ReadyMessages {
     fn default() -> Self {
-        ReadyMessages::Fifo(VecDeque::new())
+        ReadyMessages::Fifo(FifoList::default())
     }
 }
 
@@ -31,9 +108,19 @@ impl ReadyMessages {
     /// Levels 0 to `max_priority`; a message of higher priority counts as `max_priority`.
     pub fn with_max_priority(max_priority: Level) -> Self {
         ReadyMessages::Prioritised {
-            levels: (0..=max_priority).map(|_| VecDeque::new()).collect(),
+            levels: (0..=max_priority).map(|_| FifoList::default()).collect(),
             len: 0,
             top: 0,
+        }
+    }
+
+    /// No messages, the same levels.
+    pub fn emptied(&self) -> Self {
+        match self {
+            ReadyMessages::Fifo(_) => ReadyMessages::default(),
+            ReadyMessages::Prioritised { levels, .. } => {
+                Self::with_max_priority((levels.len() - 1) as Level)
+            }
         }
     }
 
@@ -59,7 +146,7 @@ impl ReadyMessages {
 
     pub fn len(&self) -> usize {
         match self {
-            ReadyMessages::Fifo(queue) => queue.len(),
+            ReadyMessages::Fifo(list) => list.len(),
             ReadyMessages::Prioritised { len, .. } => *len,
         }
     }
@@ -71,9 +158,31 @@ impl ReadyMessages {
     /// The message delivered next.
     pub fn front(&self) -> Option<&StoredMessage> {
         match self {
-            ReadyMessages::Fifo(queue) => queue.front(),
+            ReadyMessages::Fifo(list) => list.front(),
             ReadyMessages::Prioritised { levels, top, .. } => {
-                levels[..=*top].iter().rev().find_map(VecDeque::front)
+                levels[..=*top].iter().rev().find_map(FifoList::front)
+            }
+        }
+    }
+
+    /// Whether a message added at `level` now joins a paged tail: it must then be paged out
+    /// too (it is, if it is logged).
+    pub fn is_paging(&self, level: Level) -> bool {
+        match self {
+            ReadyMessages::Fifo(list) => list.is_paging(),
+            ReadyMessages::Prioritised { levels, .. } => {
+                levels[usize::from(level).min(levels.len() - 1)].is_paging()
+            }
+        }
+    }
+
+    /// Whether some list has a paged tail: new messages are best logged and paged out, so
+    /// that they join it compactly.
+    pub fn has_paged(&self) -> bool {
+        match self {
+            ReadyMessages::Fifo(list) => list.is_paging(),
+            ReadyMessages::Prioritised { levels, top, .. } => {
+                levels[..=*top].iter().any(FifoList::is_paging)
             }
         }
     }
@@ -81,7 +190,7 @@ impl ReadyMessages {
     /// Adds a message behind those of its level.
     pub fn push_back(&mut self, message: StoredMessage, level: Level) {
         match self {
-            ReadyMessages::Fifo(queue) => queue.push_back(message),
+            ReadyMessages::Fifo(list) => list.push_back(message),
             ReadyMessages::Prioritised { levels, len, top } => {
                 let level = usize::from(level).min(levels.len() - 1);
                 levels[level].push_back(message);
@@ -94,7 +203,7 @@ impl ReadyMessages {
     /// Takes the message delivered next, with its level.
     pub fn pop_front(&mut self) -> Option<(StoredMessage, Level)> {
         match self {
-            ReadyMessages::Fifo(queue) => queue.pop_front().map(|m| (m, 0)),
+            ReadyMessages::Fifo(list) => list.pop_front().map(|m| (m, 0)),
             ReadyMessages::Prioritised { levels, len, top } => loop {
                 if let Some(message) = levels[*top].pop_front() {
                     *len -= 1;
@@ -111,39 +220,45 @@ impl ReadyMessages {
     /// Puts a message back at its place among those of its level: ids only grow, so id order
     /// is publish order.
     pub fn insert_in_order(&mut self, message: StoredMessage, level: Level) {
-        let queue = match self {
-            ReadyMessages::Fifo(queue) => queue,
+        match self {
+            ReadyMessages::Fifo(list) => list.insert_in_order(message),
             ReadyMessages::Prioritised { levels, len, top } => {
                 let level = usize::from(level).min(levels.len() - 1);
                 *len += 1;
                 *top = (*top).max(level);
-                &mut levels[level]
+                levels[level].insert_in_order(message);
             }
+        }
+    }
+
+    /// The messages in delivery order (paged-out ones made up from their compact form).
+    pub fn iter(&self) -> impl Iterator<Item = StoredMessage> + '_ {
+        let lists: &[FifoList] = match self {
+            ReadyMessages::Fifo(list) => std::slice::from_ref(list),
+            ReadyMessages::Prioritised { levels, .. } => levels,
         };
-        let at = queue.partition_point(|m| m.id < message.id);
-        queue.insert(at, message);
+        lists.iter().rev().flat_map(FifoList::iter)
     }
 
-    /// The messages in delivery order.
-    pub fn iter(&self) -> impl Iterator<Item = &StoredMessage> {
-        let (fifo, levels): (Option<&VecDeque<StoredMessage>>, &[VecDeque<StoredMessage>]) =
-            match self {
-                ReadyMessages::Fifo(queue) => (Some(queue), &[]),
-                ReadyMessages::Prioritised { levels, .. } => (None, levels),
-            };
-        fifo.into_iter()
-            .flatten()
-            .chain(levels.iter().rev().flatten())
-    }
-
-    /// Empties the list, handing back what it held.
-    pub fn take_all(&mut self) -> Vec<StoredMessage> {
+    /// Empties the list, handing back what it held, list by list.
+    pub fn take_all(&mut self) -> Vec<Taken> {
         match self {
-            ReadyMessages::Fifo(queue) => std::mem::take(queue).into(),
+            ReadyMessages::Fifo(list) => vec![list.take()],
             ReadyMessages::Prioritised { levels, len, top } => {
                 *len = 0;
                 *top = 0;
-                levels.iter_mut().flat_map(std::mem::take).collect()
+                levels.iter_mut().rev().map(FifoList::take).collect()
+            }
+        }
+    }
+
+    /// Heap bytes the lists take (capacities), for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            ReadyMessages::Fifo(list) => list.heap_bytes(),
+            ReadyMessages::Prioritised { levels, .. } => {
+                levels.iter().map(FifoList::heap_bytes).sum::<usize>()
+                    + levels.capacity() * std::mem::size_of::<FifoList>()
             }
         }
     }
@@ -201,7 +316,12 @@ mod tests {
         ready.insert_in_order(stored(1), 2);
         let order: Vec<_> = ready.iter().map(|m| m.id).collect();
         assert_eq!(order, [0, 1, 2, 3]);
-        assert_eq!(ready.take_all().len(), 4);
+        let taken: usize = ready
+            .take_all()
+            .iter()
+            .map(|t| t.head.len() + t.tail.len())
+            .sum();
+        assert_eq!(taken, 4);
         assert!(ready.is_empty() && ready.iter().next().is_none());
         let mut fifo = ReadyMessages::default();
         fifo.push_back(stored(0), 7);

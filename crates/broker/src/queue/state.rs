@@ -13,6 +13,7 @@ use amqp::ShortStr;
 use store::Position;
 use tokio::time::Instant;
 
+use super::paged::PagedTail;
 use super::ready::{Level, ReadyMessages};
 use crate::consumer::Consumer;
 use crate::dead_letter::DeathReason;
@@ -121,6 +122,8 @@ pub struct Delivery<'a> {
 /// estimate of each message's own overhead.
 pub const IN_MEMORY_BUDGET_BYTES: u64 = 32 * 1024 * 1024;
 const MESSAGE_OVERHEAD_BYTES: u64 = 256;
+/// Most removals handed to the log at once when a paged-out backlog is purged.
+const REMOVAL_BATCH: usize = 4096;
 
 /// What a queue does when a publish would take it past its length limit (`x-overflow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -209,6 +212,8 @@ pub struct QueueState {
     /// Logged messages that left the queue since the owner last took this list, so that the
     /// owner records their removal in the log.
     removed: Vec<(MessageId, Position)>,
+    /// Paged-out messages removed in bulk (a purge), recorded in the log a batch at a time.
+    removed_paged: Vec<PagedTail>,
     /// When each message that has a TTL expires, ready or unacknowledged (a requeued message
     /// keeps its expiry). Only messages with a TTL are here: a queue without pays nothing.
     expiries: HashMap<MessageId, Instant>,
@@ -241,6 +246,7 @@ impl Default for QueueState {
             next_id: 0,
             had_consumers: false,
             removed: Vec::new(),
+            removed_paged: Vec::new(),
             expiries: HashMap::new(),
             returns: HashMap::new(),
             dead: Vec::new(),
@@ -265,6 +271,19 @@ impl QueueState {
     pub fn with_lifetimes(mut self, lifetimes: Lifetimes) -> Self {
         self.lifetimes = lifetimes;
         self
+    }
+
+    /// The same settings, nothing held: what stands in while this state is away (recovery
+    /// fills it on a blocking thread).
+    pub fn emptied(&self) -> QueueState {
+        QueueState {
+            limits: self.limits,
+            lifetimes: self.lifetimes,
+            dead_lettering: self.dead_lettering,
+            ready: self.ready.emptied(),
+            single_active: self.single_active,
+            ..Self::default()
+        }
     }
 
     /// Dying messages are handed to the owner (`take_dead`) instead of being dropped.
@@ -431,9 +450,10 @@ impl QueueState {
         &self.lifetimes
     }
 
-    /// Whether a new message should go to the log instead of memory.
+    /// Whether a new message should go to the log instead of memory: the queue is over its
+    /// budget, or has a paged-out tail that the message joins (compactly only if logged).
     pub fn over_memory_budget(&self) -> bool {
-        self.in_memory_bytes >= IN_MEMORY_BUDGET_BYTES
+        self.in_memory_bytes >= IN_MEMORY_BUDGET_BYTES || self.ready.has_paged()
     }
 
     fn memory_cost(message: &StoredMessage) -> u64 {
@@ -541,16 +561,45 @@ impl QueueState {
         }
     }
 
-    /// Logged messages removed since the last call (acked, discarded, purged, dropped).
-    pub fn take_removed(&mut self) -> Vec<(MessageId, Position)> {
-        std::mem::take(&mut self.removed)
+    /// Hands the logged messages removed since the last call (acked, discarded, purged,
+    /// dropped) to `record`, in batches of bounded size: a purged backlog is never listed
+    /// whole.
+    pub fn drain_removed(&mut self, mut record: impl FnMut(&[(MessageId, Position)])) {
+        if !self.removed.is_empty() {
+            record(&self.removed);
+            self.removed.clear();
+        }
+        for tail in std::mem::take(&mut self.removed_paged) {
+            let mut batch = Vec::with_capacity(REMOVAL_BATCH.min(tail.len()));
+            for message in tail.iter() {
+                let Some(position) = message.position() else {
+                    continue;
+                };
+                batch.push((message.id, position));
+                if batch.len() == REMOVAL_BATCH {
+                    record(&batch);
+                    batch.clear();
+                }
+            }
+            if !batch.is_empty() {
+                record(&batch);
+            }
+        }
     }
 
     pub fn has_removed(&self) -> bool {
-        !self.removed.is_empty()
+        !self.removed.is_empty() || !self.removed_paged.is_empty()
     }
 
-    fn push_ready(&mut self, message: StoredMessage, level: Level) {
+    /// Heap bytes the ready messages' bookkeeping takes (not the messages held in memory).
+    pub fn ready_heap_bytes(&self) -> usize {
+        self.ready.heap_bytes()
+    }
+
+    fn push_ready(&mut self, mut message: StoredMessage, level: Level) {
+        if self.ready.is_paging(level) {
+            message.page_out();
+        }
         self.ready_bytes += message.body_size();
         self.in_memory_bytes += Self::memory_cost(&message);
         self.ready.push_back(message, level);
@@ -585,7 +634,10 @@ impl QueueState {
             .iter()
             .filter(|m| !self.is_expired(m.id))
             .take(count)
-            .map(|m| (m.clone(), self.returns_of(m.id)))
+            .map(|m| {
+                let returns = self.returns_of(m.id);
+                (m, returns)
+            })
             .collect()
     }
 
@@ -834,8 +886,19 @@ impl QueueState {
     /// Drops the ready messages; unacknowledged ones stay, as in RabbitMQ.
     pub fn purge(&mut self) -> u32 {
         let n = self.ready.len() as u32;
-        for message in self.ready.take_all() {
-            self.forget(message);
+        for taken in self.ready.take_all() {
+            for message in taken.head {
+                self.forget(message);
+            }
+            if taken.tail.is_empty() {
+                continue;
+            }
+            if !self.expiries.is_empty() || !self.returns.is_empty() {
+                for id in taken.tail.ids() {
+                    self.forget_lifetime(id);
+                }
+            }
+            self.removed_paged.push(taken.tail);
         }
         self.ready_bytes = 0;
         self.in_memory_bytes = 0;
@@ -1640,5 +1703,162 @@ mod reconfigure_tests {
         assert_eq!(q.message_count(), 0, "the new one had expired behind it");
         q.set_now(start + Duration::from_secs(16));
         assert!(q.is_unused_too_long());
+    }
+}
+
+#[cfg(test)]
+mod paged_tests {
+    use super::tests::msg;
+    use super::*;
+    use std::collections::{HashSet, VecDeque};
+
+    /// A log that writes nothing: messages are laid back to back in one segment.
+    #[derive(Default)]
+    struct FakeLog {
+        offset: u32,
+    }
+
+    impl FakeLog {
+        fn next(&mut self, body_size: u64) -> Position {
+            let len = body_size as u32 + 40;
+            let position = Position::new(1, 20 + self.offset, len);
+            self.offset += len;
+            position
+        }
+    }
+
+    /// A queue recovered with `count` paged-out messages (ids 0 to count - 1).
+    fn recovered(count: u64, log: &mut FakeLog) -> QueueState {
+        let mut q = QueueState::new();
+        for id in 0..count {
+            let position = log.next(60);
+            q.restore(StoredMessage::paged(id, position, 60, false), None, 0);
+        }
+        q
+    }
+
+    fn removals(q: &mut QueueState) -> Vec<(MessageId, Position)> {
+        let mut all = vec![];
+        q.drain_removed(|batch| all.extend_from_slice(batch));
+        all
+    }
+
+    #[test]
+    fn a_recovered_backlog_costs_a_few_bytes_a_message_and_comes_back_in_order() {
+        let count = 300_000;
+        let mut log = FakeLog::default();
+        let mut q = recovered(count, &mut log);
+        assert_eq!(q.message_count(), count as u32);
+        assert_eq!(q.ready_bytes(), count * 60);
+        let per_message = q.ready_heap_bytes() as f64 / count as f64;
+        assert!(per_message <= 8.0, "{per_message:.2} bytes per message");
+        let mut expected = FakeLog::default();
+        for id in 0..count {
+            let (m, left) = q.get(true).expect("a message");
+            assert_eq!(
+                (m.id, m.position(), left),
+                (id, Some(expected.next(60)), (count - id - 1) as u32)
+            );
+            assert!(m.message.is_none());
+        }
+        assert_eq!(q.ready_bytes(), 0);
+        assert_eq!(removals(&mut q).len(), count as usize);
+    }
+
+    #[test]
+    fn a_purged_backlog_is_removed_from_the_log_in_batches_each_message_once() {
+        let count = 20_000;
+        let mut log = FakeLog::default();
+        let mut q = recovered(count, &mut log);
+        let (got, _) = q.get(false).unwrap();
+        assert_eq!(q.purge(), count as u32 - 1);
+        let mut ids = vec![];
+        q.drain_removed(|batch| {
+            assert!(batch.len() <= REMOVAL_BATCH);
+            ids.extend(batch.iter().map(|(id, _)| *id));
+        });
+        assert_eq!(ids, (1..count).collect::<Vec<_>>());
+        assert_eq!((q.message_count(), q.ready_bytes()), (0, 0));
+        q.ack(&[got.id]);
+        assert_eq!(removals(&mut q), [(0, got.position().unwrap())]);
+    }
+
+    #[test]
+    fn a_message_published_behind_a_paged_tail_is_paged_out_too() {
+        let mut log = FakeLog::default();
+        let mut q = recovered(1_000, &mut log);
+        assert!(q.over_memory_budget(), "new messages go to the log");
+        let Publish::Accepted(id) =
+            q.publish(msg(7), |_, m, _| Ok::<_, ()>(Some(log.next(m.body_size()))))
+        else {
+            panic!("refused")
+        };
+        assert_eq!(id, 1_000);
+        assert_eq!(q.in_memory_bytes, 0);
+        let last = std::iter::from_fn(|| q.get(true)).last().unwrap().0;
+        assert_eq!((last.id, last.body_size()), (1_000, 1));
+        assert!(!q.over_memory_budget());
+    }
+
+    proptest::proptest! {
+        /// Random publish/get/ack/requeue/purge sequences on a queue with a paged tail, against
+        /// a model: order, counts, bytes, and each logged message removed exactly once.
+        #[test]
+        fn a_paged_queue_matches_a_model(
+            restored in 0u64..700,
+            ops in proptest::collection::vec(0u8..6, 1..400),
+        ) {
+            let mut log = FakeLog::default();
+            let mut q = recovered(restored, &mut log);
+            let mut sizes: HashMap<MessageId, u64> = (0..restored).map(|id| (id, 60)).collect();
+            let mut ready: VecDeque<MessageId> = (0..restored).collect();
+            let mut unacked: Vec<MessageId> = vec![];
+            let mut removed: HashSet<MessageId> = HashSet::new();
+            let mut logged: HashSet<MessageId> = (0..restored).collect();
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    0 | 1 => {
+                        let mut position = None;
+                        let Publish::Accepted(id) = q.publish(msg(n as u8), |_, m, _| {
+                            // Logged only when the queue pages, as the owner does.
+                            let p = (op == 0).then(|| log.next(m.body_size()));
+                            position = p;
+                            Ok::<_, ()>(p)
+                        }) else { panic!("refused") };
+                        if position.is_some() { logged.insert(id); }
+                        sizes.insert(id, 1);
+                        ready.push_back(id);
+                    }
+                    2 => {
+                        let got = q.get(false).map(|(m, left)| (m.id, left));
+                        let expected = ready.pop_front().map(|id| (id, ready.len() as u32));
+                        proptest::prop_assert_eq!(got, expected);
+                        if let Some((id, _)) = got { unacked.push(id); }
+                    }
+                    3 => if let Some(id) = unacked.pop() { q.ack(&[id]); },
+                    4 => if let Some(id) = unacked.pop() {
+                        q.requeue(&[id], true);
+                        let at = ready.partition_point(|&r| r < id);
+                        ready.insert(at, id);
+                    },
+                    _ => if n % 7 == 0 {
+                        proptest::prop_assert_eq!(q.purge(), ready.len() as u32);
+                        ready.clear();
+                    },
+                }
+                for (id, _) in removals(&mut q) {
+                    proptest::prop_assert!(removed.insert(id), "{} removed twice", id);
+                }
+                let peeked: Vec<MessageId> = q.peek(usize::MAX).into_iter().map(|(m, _)| m.id).collect();
+                proptest::prop_assert_eq!(&peeked, &ready.iter().copied().collect::<Vec<_>>());
+                proptest::prop_assert_eq!(q.message_count(), ready.len() as u32);
+                proptest::prop_assert_eq!(q.ready_bytes(), ready.iter().map(|id| sizes[id]).sum::<u64>());
+            }
+            let gone: HashSet<MessageId> = sizes.keys().copied()
+                .filter(|id| !ready.contains(id) && !unacked.contains(id))
+                .filter(|id| logged.contains(id))
+                .collect();
+            proptest::prop_assert_eq!(removed, gone);
+        }
     }
 }
