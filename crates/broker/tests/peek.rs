@@ -10,7 +10,7 @@ use broker::confirm::{ChannelKey, ConfirmToken};
 use broker::consumer::ConnectionEvent;
 use broker::durability::Durability;
 use broker::message::Message;
-use broker::queue::{QueueCommand, QueueRef, QueueStats};
+use broker::queue::{MessageTotals, QueueCommand, QueueRef, QueueStats};
 use broker::vhost::QueueDeclaration;
 use broker::Broker;
 use bytes::{Bytes, BytesMut};
@@ -162,7 +162,12 @@ async fn peek_reads_without_taking_even_from_the_log_and_priorities_survive_a_re
         QueueStats {
             message_count: 5,
             consumer_count: 0,
-            unacked_count: 0
+            unacked_count: 0,
+            // Peeking delivers nothing.
+            totals: MessageTotals {
+                publish: 5,
+                ..MessageTotals::default()
+            },
         }
     );
     let mut delivered = Vec::new();

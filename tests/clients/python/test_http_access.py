@@ -243,3 +243,55 @@ def test_users_permissions_and_policies_survive_a_restart(tmp_path):
         connection.close()
     finally:
         second.stop()
+
+
+def test_queues_report_message_totals_and_rates(api, broker):
+    connection = amqp(broker, "guest", "guest")
+    try:
+        channel = connection.channel()
+        channel.queue_declare("counted")
+        channel.confirm_delivery()
+        status, before = api.call("GET", "/queues/%2F/counted")
+        assert status == 200
+        assert before["message_stats"]["publish"] == 0
+        assert before["messages_details"] == {"rate": 0.0}
+        for n in range(10):
+            channel.basic_publish("", "counted", b"m%d" % n)
+        for _ in range(4):
+            method, _, _ = channel.basic_get("counted")
+            channel.basic_ack(method.delivery_tag)
+        channel.basic_get("counted", auto_ack=True)
+        # The acks reach the queue before this round trip is answered.
+        channel.queue_declare("counted", passive=True)
+        _, after = api.call("GET", "/queues/%2F/counted")
+        stats = after["message_stats"]
+        assert (stats["publish"], stats["deliver_get"], stats["ack"], stats["redeliver"]) == (10, 5, 4, 0)
+        # Measured against the earlier request: messages came in and the queue grew.
+        assert stats["publish_details"]["rate"] > 0
+        assert stats["deliver_get_details"]["rate"] > 0
+        assert after["messages_details"]["rate"] > 0
+        assert after["messages"] == 5
+        channel.queue_delete("counted")
+    finally:
+        connection.close()
+
+
+def test_the_overview_measures_queue_depth_and_churn_rates(api, broker):
+    declaring = amqp(broker, "guest", "guest")
+    declaring.channel().queue_declare("overview-depth")
+    declaring.close()
+    # The first sample: rates compare later requests with it.
+    api.call("GET", "/overview")
+    connection = amqp(broker, "guest", "guest")
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for n in range(20):
+            channel.basic_publish("", "overview-depth", b"%d" % n)
+        _, overview = api.call("GET", "/overview")
+        assert overview["queue_totals"]["messages_ready_details"]["rate"] > 0
+        assert overview["churn_rates"]["connection_created_details"]["rate"] > 0
+        assert overview["churn_rates"]["channel_created_details"]["rate"] > 0
+        channel.queue_delete("overview-depth")
+    finally:
+        connection.close()

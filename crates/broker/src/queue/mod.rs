@@ -93,11 +93,26 @@ pub struct QueueHandle {
 pub const BACKLOG_HIGH: usize = 20_000;
 const BACKLOG_LOW: usize = BACKLOG_HIGH / 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {
     pub message_count: u32,
     pub consumer_count: u32,
     pub unacked_count: u32,
+    pub totals: MessageTotals,
+}
+
+/// What went through a queue since it started (RabbitMQ's queue `message_stats` counts), for
+/// the management API to turn into rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageTotals {
+    /// Messages the queue took in.
+    pub publish: u64,
+    /// Messages handed to consumers or to basic.get.
+    pub deliver_get: u64,
+    /// Of those, the ones delivered again (redelivered flag set).
+    pub redeliver: u64,
+    /// Deliveries acknowledged by their consumers.
+    pub ack: u64,
 }
 
 /// A published message and, when its publisher waits for this queue, the token to answer.
@@ -221,6 +236,7 @@ impl QueueHandle {
             awaiting_commit: Vec::new(),
             log_dirty: false,
             outgoing: Vec::new(),
+            totals: MessageTotals::default(),
         };
         let vhost_name = task.vhost_name();
         let queue_name = handle.name.to_string();
@@ -414,6 +430,7 @@ struct QueueTask {
     log_dirty: bool,
     /// Deliveries of a batch, sent only after their delivered marks are written.
     outgoing: Vec<(crate::consumer::ConnectionSink, ConnectionEvent)>,
+    totals: MessageTotals,
 }
 
 enum Flow {
@@ -836,9 +853,16 @@ impl QueueTask {
                         (m, remaining)
                     })
                 });
+                if let Some((got, _)) = &loaded {
+                    self.totals.deliver_get += 1;
+                    self.totals.redeliver += u64::from(got.redelivered);
+                }
                 let _ = reply.send(loaded);
             }
-            QueueCommand::Ack(ids) => self.state.ack(&ids),
+            QueueCommand::Ack(ids) => {
+                self.totals.ack += ids.len() as u64;
+                self.state.ack(&ids);
+            }
             QueueCommand::Discard(ids) => self.state.reject(&ids),
             QueueCommand::Reconfigure(settings) => {
                 self.state.reconfigure(
@@ -869,6 +893,7 @@ impl QueueTask {
                     message_count: self.state.message_count(),
                     consumer_count: self.state.consumer_count(),
                     unacked_count: self.state.unacked_count(),
+                    totals: self.totals,
                 });
             }
             QueueCommand::Purge(reply) => {
@@ -940,6 +965,9 @@ impl QueueTask {
         });
         if let (Publish::Rejected, Some(message)) = (outcome, refusable) {
             self.dead_letter(&message, DeathReason::MaxLen);
+        }
+        if let Publish::Accepted(_) = outcome {
+            self.totals.publish += 1;
         }
         match (outcome, confirm) {
             (Publish::Rejected | Publish::NotStored, Some(token)) => token.reject(),
@@ -1083,6 +1111,7 @@ impl QueueTask {
                 unreadable.push(stored.id);
                 continue;
             };
+            self.totals.redeliver += u64::from(message.redelivered);
             let event = ConnectionEvent::Deliver(DeliveryEvent {
                 channel_id,
                 consumer_tag,
@@ -1100,6 +1129,7 @@ impl QueueTask {
             }
         }
         let sent = self.outgoing.len();
+        self.totals.deliver_get += sent as u64;
         for (sink, event) in self.outgoing.drain(..) {
             if let Err(mpsc::error::SendError(lost)) = sink.send(event) {
                 Self::lost_delivery(&mut self.state, lost);

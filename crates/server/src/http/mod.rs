@@ -50,6 +50,9 @@ pub(crate) struct ApiState {
     pub listeners: Listeners,
     pub started: Instant,
     pub rates: overview::RateSampler,
+    /// Each queue's earlier counts, for its rates.
+    pub queue_rates: queues::QueueRates,
+    pub churn_rates: overview::RateSampler<broker::registry::Churn>,
     /// Signalled by `POST /api/warren/stop`; the server then stops as on SIGTERM.
     pub stop_requested: tokio::sync::Notify,
 }
@@ -64,6 +67,8 @@ impl ApiState {
             listeners,
             started: Instant::now(),
             rates: overview::RateSampler::default(),
+            queue_rates: queues::QueueRates::default(),
+            churn_rates: overview::RateSampler::default(),
             stop_requested: tokio::sync::Notify::new(),
         })
     }

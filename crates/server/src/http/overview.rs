@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker::message::Message;
 use broker::queue::QueueCommand;
-use broker::registry::MessageStats;
+use broker::queue::QueueRef;
+use broker::registry::{Churn, MessageStats};
 use broker::vhost::QueueDeclaration;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -54,14 +55,21 @@ pub(crate) fn routes() -> Router<State> {
 
 /// Snapshots of the message counters, so that a request can tell rates without a
 /// background task: each request compares with the oldest snapshot of the last seconds.
-#[derive(Default)]
-pub(crate) struct RateSampler {
-    samples: Mutex<VecDeque<(Instant, MessageStats)>>,
+pub(crate) struct RateSampler<T = MessageStats> {
+    samples: Mutex<VecDeque<(Instant, T)>>,
 }
 
-impl RateSampler {
+impl<T> Default for RateSampler<T> {
+    fn default() -> Self {
+        RateSampler {
+            samples: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl<T: Copy> RateSampler<T> {
     /// An earlier snapshot and the seconds since it, if there is one.
-    pub fn earlier(&self, now: Instant, current: MessageStats) -> Option<(MessageStats, f64)> {
+    pub fn earlier(&self, now: Instant, current: T) -> Option<(T, f64)> {
         let mut samples = self.samples.lock();
         while samples.len() > 1
             && samples
@@ -138,13 +146,23 @@ fn listeners_json(state: &State) -> Value {
 
 async fn overview(StateOf(state): StateOf<State>, caller: Caller) -> ApiResult<Json<Value>> {
     let vhosts = caller.visible_vhosts(&state);
-    let queues: Vec<_> = vhosts.iter().flat_map(|v| v.queues()).collect();
+    let named: Vec<(String, QueueRef)> = vhosts
+        .iter()
+        .flat_map(|v| v.queues().into_iter().map(|q| (v.name().to_string(), q)))
+        .collect();
+    let queues: Vec<QueueRef> = named.iter().map(|(_, q)| q.clone()).collect();
     let stats = queue_stats(&queues).await;
     let (mut ready, mut unacked, mut consumers) = (0u64, 0u64, 0u64);
-    for s in stats.iter().flatten() {
+    let (mut ready_rate, mut unacked_rate) = (0.0, 0.0);
+    for ((vhost, queue), s) in named.iter().zip(&stats) {
+        let Some(s) = s else { continue };
         ready += u64::from(s.message_count);
         unacked += u64::from(s.unacked_count);
         consumers += u64::from(s.consumer_count);
+        let (ready_change, unacked_change) =
+            state.queue_rates.depth_rates(vhost, queue.name.as_str(), s);
+        ready_rate += ready_change;
+        unacked_rate += unacked_change;
     }
     let connections: Vec<_> = state
         .broker
@@ -157,7 +175,7 @@ async fn overview(StateOf(state): StateOf<State>, caller: Caller) -> ApiResult<J
     let exchanges: usize = vhosts.iter().map(|v| v.exchanges().len()).sum();
     let version = env!("CARGO_PKG_VERSION");
     let node = node_name();
-    let rate = json!({"rate": 0.0});
+    let rate = |per_second: f64| json!({ "rate": per_second });
     let message_stats = if caller.is_monitor() {
         let current = state.broker.registry.message_stats();
         let earlier = state.rates.earlier(Instant::now(), current);
@@ -169,6 +187,12 @@ async fn overview(StateOf(state): StateOf<State>, caller: Caller) -> ApiResult<J
         json!({})
     };
     let churn = state.broker.registry.churn();
+    let earlier_churn = state.churn_rates.earlier(Instant::now(), churn);
+    let churn_rate = |pick: fn(&Churn) -> u64| {
+        rate(earlier_churn.map_or(0.0, |(then, seconds)| {
+            (pick(&churn) as f64 - pick(&then) as f64) / seconds
+        }))
+    };
     Ok(Json(json!({
         "management_version": version,
         "rates_mode": "basic",
@@ -183,21 +207,21 @@ async fn overview(StateOf(state): StateOf<State>, caller: Caller) -> ApiResult<J
         "message_stats": message_stats,
         "churn_rates": {
             "connection_created": churn.connections_opened,
-            "connection_created_details": rate,
+            "connection_created_details": churn_rate(|c| c.connections_opened),
             "connection_closed": churn.connections_closed,
-            "connection_closed_details": rate,
+            "connection_closed_details": churn_rate(|c| c.connections_closed),
             "channel_created": churn.channels_opened,
-            "channel_created_details": rate,
+            "channel_created_details": churn_rate(|c| c.channels_opened),
             "channel_closed": churn.channels_closed,
-            "channel_closed_details": rate,
+            "channel_closed_details": churn_rate(|c| c.channels_closed),
         },
         "queue_totals": {
             "messages": ready + unacked,
-            "messages_details": rate,
+            "messages_details": rate(ready_rate + unacked_rate),
             "messages_ready": ready,
-            "messages_ready_details": rate,
+            "messages_ready_details": rate(ready_rate),
             "messages_unacknowledged": unacked,
-            "messages_unacknowledged_details": rate,
+            "messages_unacknowledged_details": rate(unacked_rate),
         },
         "object_totals": {
             "channels": channels,

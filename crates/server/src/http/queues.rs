@@ -2,6 +2,10 @@
 //! `/get`, which takes messages as basic.get does and puts them back for the requeue modes
 //! (so they come back redelivered, as in RabbitMQ).
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
 use amqp::{FieldTable, ShortStr};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as StateOf};
@@ -11,16 +15,18 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use broker::durability::table_to_json;
 use broker::permissions::{Access, Resource};
-use broker::queue::{MessageId, QueueCommand, QueueHandle, QueueRef, QueueStats};
+use broker::queue::{MessageId, MessageTotals, QueueCommand, QueueHandle, QueueRef, QueueStats};
 use broker::vhost::{QueueDeclaration, VHost};
+use parking_lot::Mutex;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
 use super::bindings::{binding_json, bindings_of};
 use super::error::{ApiError, ApiResult};
 use super::listing::{reply_list, reply_one, ListQuery};
 use super::message::{payload_to_json, properties_to_json, Body, PayloadEncoding};
+use super::overview::RateSampler;
 use super::{node_name, queue_stats, State};
 
 pub(crate) fn routes() -> Router<State> {
@@ -37,15 +43,122 @@ pub(crate) fn routes() -> Router<State> {
 }
 
 /// A queue as the management API lists it.
-pub(crate) fn queue_json(vhost: &str, queue: &QueueHandle, stats: Option<QueueStats>) -> Value {
-    let stats = stats.unwrap_or(QueueStats {
-        message_count: 0,
-        consumer_count: 0,
-        unacked_count: 0,
-    });
+/// What a queue's rates are measured from: its totals and its depth.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct QueueSample {
+    totals: MessageTotals,
+    ready: u64,
+    unacked: u64,
+}
+
+/// A queue by vhost and name.
+type QueueKey = (String, String);
+
+/// Every queue's recent samples, by vhost and name; rates compare a request's figures with
+/// the oldest sample of the last seconds, as `/api/overview` does.
+#[derive(Default)]
+pub(crate) struct QueueRates {
+    samplers: Mutex<HashMap<QueueKey, Arc<RateSampler<QueueSample>>>>,
+}
+
+impl QueueRates {
+    fn earlier(
+        &self,
+        vhost: &str,
+        name: &str,
+        now: Instant,
+        current: QueueSample,
+    ) -> Option<(QueueSample, f64)> {
+        let sampler = self
+            .samplers
+            .lock()
+            .entry((vhost.to_string(), name.to_string()))
+            .or_default()
+            .clone();
+        sampler.earlier(now, current)
+    }
+
+    /// How fast a queue's ready and unacknowledged counts change, per second.
+    pub fn depth_rates(&self, vhost: &str, name: &str, stats: &QueueStats) -> (f64, f64) {
+        let current = QueueSample {
+            totals: stats.totals,
+            ready: u64::from(stats.message_count),
+            unacked: u64::from(stats.unacked_count),
+        };
+        match self.earlier(vhost, name, Instant::now(), current) {
+            Some((then, seconds)) if seconds > 0.0 => (
+                (current.ready as f64 - then.ready as f64) / seconds,
+                (current.unacked as f64 - then.unacked as f64) / seconds,
+            ),
+            _ => (0.0, 0.0),
+        }
+    }
+
+    /// Forgets the samples of queues that are gone (`present` is every queue there is).
+    fn keep_only(&self, present: &HashSet<QueueKey>) {
+        self.samplers.lock().retain(|key, _| present.contains(key));
+    }
+}
+
+/// A count and its rate per second since `earlier` (0 without an earlier sample; a queue
+/// deleted and declared again starts over, so a count that went down is no rate).
+fn with_rate(json: &mut Map<String, Value>, key: &str, now: u64, earlier: Option<(u64, f64)>) {
+    json.insert(key.to_string(), json!(now));
+    json.insert(format!("{key}_details"), rate_json(now, earlier));
+}
+
+fn rate_json(now: u64, earlier: Option<(u64, f64)>) -> Value {
+    let rate = match earlier {
+        Some((then, seconds)) if seconds > 0.0 => (now as f64 - then as f64) / seconds,
+        _ => 0.0,
+    };
+    json!({ "rate": rate })
+}
+
+pub(crate) fn queue_json(
+    state: &State,
+    vhost: &str,
+    queue: &QueueHandle,
+    stats: Option<QueueStats>,
+) -> Value {
+    let stats = stats.unwrap_or_default();
     let ready = u64::from(stats.message_count);
     let unacked = u64::from(stats.unacked_count);
-    let rate = json!({"rate": 0.0});
+    let current = QueueSample {
+        totals: stats.totals,
+        ready,
+        unacked,
+    };
+    let earlier = state
+        .queue_rates
+        .earlier(vhost, queue.name.as_str(), Instant::now(), current);
+    let then = |pick: fn(&QueueSample) -> u64| earlier.map(|(sample, secs)| (pick(&sample), secs));
+    let mut message_stats = Map::new();
+    let totals = stats.totals;
+    with_rate(
+        &mut message_stats,
+        "publish",
+        totals.publish,
+        then(|s| s.totals.publish),
+    );
+    with_rate(
+        &mut message_stats,
+        "deliver_get",
+        totals.deliver_get,
+        then(|s| s.totals.deliver_get),
+    );
+    with_rate(
+        &mut message_stats,
+        "redeliver",
+        totals.redeliver,
+        then(|s| s.totals.redeliver),
+    );
+    with_rate(
+        &mut message_stats,
+        "ack",
+        totals.ack,
+        then(|s| s.totals.ack),
+    );
     let policy = queue.policy();
     json!({
         "name": queue.name.as_str(),
@@ -59,11 +172,12 @@ pub(crate) fn queue_json(vhost: &str, queue: &QueueHandle, stats: Option<QueueSt
         "state": "running",
         "consumers": stats.consumer_count,
         "messages": ready + unacked,
-        "messages_details": rate,
+        "messages_details": rate_json(ready + unacked, then(|s| s.ready + s.unacked)),
         "messages_ready": ready,
-        "messages_ready_details": rate,
+        "messages_ready_details": rate_json(ready, then(|s| s.ready)),
         "messages_unacknowledged": unacked,
-        "messages_unacknowledged_details": rate,
+        "messages_unacknowledged_details": rate_json(unacked, then(|s| s.unacked)),
+        "message_stats": message_stats,
         "policy": policy.as_ref().map(|p| p.name.as_str()),
         "operator_policy": null,
         "effective_policy_definition": policy.as_ref().map_or_else(
@@ -75,7 +189,7 @@ pub(crate) fn queue_json(vhost: &str, queue: &QueueHandle, stats: Option<QueueSt
     })
 }
 
-async fn queues_json(vhosts: &[std::sync::Arc<VHost>]) -> Vec<Value> {
+async fn queues_json(state: &State, vhosts: &[std::sync::Arc<VHost>]) -> Vec<Value> {
     let mut queues: Vec<(String, QueueRef)> = Vec::new();
     for vhost in vhosts {
         queues.extend(
@@ -87,10 +201,17 @@ async fn queues_json(vhosts: &[std::sync::Arc<VHost>]) -> Vec<Value> {
     }
     let handles: Vec<QueueRef> = queues.iter().map(|(_, q)| q.clone()).collect();
     let stats = queue_stats(&handles).await;
+    if vhosts.len() == state.broker.vhosts().len() {
+        let present = queues
+            .iter()
+            .map(|(vhost, q)| (vhost.clone(), q.name.to_string()))
+            .collect();
+        state.queue_rates.keep_only(&present);
+    }
     queues
         .iter()
         .zip(stats)
-        .map(|((vhost, queue), stats)| queue_json(vhost, queue, stats))
+        .map(|((vhost, queue), stats)| queue_json(state, vhost, queue, stats))
         .collect()
 }
 
@@ -100,7 +221,7 @@ async fn list_all(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let vhosts = caller.visible_vhosts(&state);
-    reply_list(queues_json(&vhosts).await, &query)
+    reply_list(queues_json(&state, &vhosts).await, &query)
 }
 
 async fn list_vhost(
@@ -110,7 +231,7 @@ async fn list_vhost(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let vhost = caller.visible_vhost(&state, &vhost)?;
-    reply_list(queues_json(&[vhost]).await, &query)
+    reply_list(queues_json(&state, &[vhost]).await, &query)
 }
 
 fn existing(vhost: &VHost, name: &str) -> ApiResult<QueueRef> {
@@ -133,7 +254,7 @@ async fn show(
         .find(|q| q.name.as_str() == name)
         .ok_or_else(ApiError::not_found)?;
     let stats = queue.stats().await.ok();
-    let mut item = queue_json(vhost.name(), &queue, stats);
+    let mut item = queue_json(&state, vhost.name(), &queue, stats);
     let consumers: Vec<Value> = super::connections::consumers_json(&state, &caller)
         .into_iter()
         .filter(|c| c["queue"]["name"] == name.as_str() && c["queue"]["vhost"] == vhost.name())
