@@ -1,5 +1,6 @@
-//! Publisher confirms that wait on queues: a publish routed to queues that may refuse it (or,
-//! later, must write it to disk first) is confirmed when every such queue has answered.
+//! Publisher confirms that wait on queues: a publish routed to queues that may refuse it or
+//! must write it to disk first (and to delayed exchanges that must log it, which answer the
+//! same way) is confirmed when every one of them has answered.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -33,9 +34,9 @@ impl PendingConfirm {
     }
 }
 
-/// One queue's share of a pending confirm. Dropping it accepts the message (a queue that
-/// goes away without answering counts as accepting, like a deleted RabbitMQ queue);
-/// `reject` makes the publisher get basic.nack.
+/// One queue's (or delayed exchange's) share of a pending confirm. Dropping it accepts the
+/// message (a queue that goes away without answering counts as accepting, like a deleted
+/// RabbitMQ queue); `reject` makes the publisher get basic.nack.
 pub struct ConfirmToken(Arc<PendingConfirm>);
 
 impl ConfirmToken {

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use store::{BindingDef, ExchangeDef, QueueDef};
 
 use crate::dead_letter::DeadLetterTarget;
-use crate::delayed::DelayedExchange;
+use crate::delayed::{DelayedExchange, Hold};
 use crate::durability::Durability;
 use crate::error::{AmqpException, AmqpResult};
 use crate::exchange::{delay_of, BindingKey, ExchangeKind, InvalidExchange, Router};
@@ -979,18 +979,36 @@ impl VHost {
     }
 
     /// `route` for a message with all its routing keys (CC and BCC ones too: sender-selected
-    /// distribution routes the message once per key, to each queue once).
+    /// distribution routes the message once per key, to each queue once). Delayed exchanges on
+    /// the way that are to hold it get it now, with nobody waiting for a confirm.
     pub fn route_message(
         &self,
         exchange: &Arc<Exchange>,
         message: &Message,
         out: &mut Vec<QueueRef>,
     ) {
+        let mut held = Vec::new();
+        self.route_publish(exchange, message, out, &mut held);
+        for hold in held {
+            hold.hold(message, None);
+        }
+    }
+
+    /// `route_message` for a publisher that may wait for a confirm: the delayed exchanges on
+    /// the way that are to hold the message are left in `held`, for the publisher to hand the
+    /// message over with its confirm token (`Hold::hold`).
+    pub fn route_publish(
+        &self,
+        exchange: &Arc<Exchange>,
+        message: &Message,
+        out: &mut Vec<QueueRef>,
+        held: &mut Vec<Hold>,
+    ) {
         let keys = RoutingKeys {
             first: &message.routing_key,
             extra: message.extra_routing_keys(),
         };
-        let message_at_hand = LazyHeaders::new(&message.properties, Some(message));
+        let message_at_hand = LazyHeaders::new(&message.properties, Some(held));
         self.route_keys(exchange, keys, message_at_hand, out);
     }
 
@@ -1085,34 +1103,39 @@ impl<'a> RoutingKeys<'a> {
 
 /// A delayed-message exchange keeps a message that asks for a delay, to route it when it is
 /// due (`crate::delayed`); like RabbitMQ's plugin, it routes the message nowhere now. Only a
-/// whole message can be kept: routing that knows just the properties routes it at once.
+/// whole message can be kept: routing that knows just the properties routes it at once. The
+/// exchange goes into the message's `held` list: the caller hands the message over.
 fn hold_for_later(exchange: &Exchange, message: &mut LazyHeaders<'_>) -> bool {
-    let (Some(delayed), Some(whole)) = (&exchange.delayed, message.message) else {
+    let Some(delayed) = &exchange.delayed else {
         return false;
     };
-    match delay_of(message.properties().and_then(|p| p.headers.as_ref())) {
-        Some(delay_ms) => {
-            delayed.hold(whole, delay_ms);
-            true
-        }
-        None => false,
+    if message.held.is_none() {
+        return false;
     }
+    let Some(delay_ms) = delay_of(message.properties().and_then(|p| p.headers.as_ref())) else {
+        return false;
+    };
+    if let Some(held) = &mut message.held {
+        held.push(delayed.to_hold(delay_ms));
+    }
+    true
 }
 
 /// The message being routed; its properties are decoded only if an exchange on the way
 /// looks into them (headers, consistent-hash on a header or property, delayed-message).
 struct LazyHeaders<'a> {
     properties: &'a Bytes,
-    /// The whole message, when the caller routes one (a delayed exchange may keep it).
-    message: Option<&'a Message>,
+    /// Where the delayed exchanges that are to hold the message go, when the caller routes a
+    /// whole message (only then may one keep it).
+    held: Option<&'a mut Vec<Hold>>,
     decoded: Option<Option<BasicProperties>>,
 }
 
 impl<'a> LazyHeaders<'a> {
-    fn new(properties: &'a Bytes, message: Option<&'a Message>) -> Self {
+    fn new(properties: &'a Bytes, held: Option<&'a mut Vec<Hold>>) -> Self {
         LazyHeaders {
             properties,
-            message,
+            held,
             decoded: None,
         }
     }

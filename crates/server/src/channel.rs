@@ -19,6 +19,7 @@ use amqp::{
 use broker::confirm::{ChannelKey, ConfirmToken};
 use broker::consumer::{ConnectionEvent, Consumer, DeliveryEvent, NO_ACK_WINDOW};
 use broker::credit::Credit;
+use broker::delayed::Hold;
 use broker::error::reply_code;
 use broker::message::{property_flag, property_flags, Message};
 use broker::names::generate_name;
@@ -183,7 +184,8 @@ enum Settle {
 /// How a confirmed publish turned out, as far as the channel knows yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    /// Waiting for queues that may refuse it.
+    /// Waiting for queues that may refuse it or must write it to disk first (delayed
+    /// exchanges holding it count as queues here).
     Pending,
     Ack,
     Nack,
@@ -284,6 +286,8 @@ pub(crate) struct Channel {
     /// Our generated `amq.rabbitmq.reply-to.…` name while consuming from direct reply-to.
     reply_to: Option<(ShortStr, ShortStr)>,
     routed: Vec<QueueRef>,
+    /// Delayed exchanges that are to hold the message being published (reused, like `routed`).
+    held: Vec<Hold>,
     outbox: Outbox,
     publish_exchange: ExchangeCache,
     delivery_clock: DeliveryClock,
@@ -311,6 +315,7 @@ impl Channel {
             publish_exchange: ExchangeCache::default(),
             delivery_clock: DeliveryClock::default(),
             routed: Vec::new(),
+            held: Vec::new(),
             outbox: Outbox::default(),
             info,
         }
@@ -1146,12 +1151,16 @@ impl Channel {
         self.info.stats.publish.add(1);
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
+        let mut held = std::mem::take(&mut self.held);
+        held.clear();
         let mut delivered_directly = false;
         if exchange.is_default() && publish.routing_key.starts_with(DIRECT_REPLY_TO) {
             delivered_directly = self.deliver_direct_reply(&message, session);
         } else {
-            self.vhost.route_message(exchange, &message, &mut routed);
+            self.vhost
+                .route_publish(exchange, &message, &mut routed, &mut held);
         }
+        // A message only held by a delayed exchange is returned too, as by RabbitMQ's plugin.
         if routed.is_empty() && !delivered_directly {
             let unroutable = if publish.mandatory {
                 &self.info.stats.return_unroutable
@@ -1172,48 +1181,63 @@ impl Channel {
                 );
                 write_content(self.id, &message, session);
             }
-        } else if !routed.is_empty() {
-            self.enqueue(&mut routed, message, session);
-            self.routed = routed;
-            return;
         }
+        self.enqueue(&mut routed, &mut held, message, session);
         self.routed = routed;
-        if let Some(confirms) = &mut self.confirms {
-            confirms.push(Outcome::Ack);
-        }
+        self.held = held;
     }
 
-    /// Hands the message to its queues. In confirm mode, queues that may refuse it get a
-    /// token to answer with; if none may, the publish is confirmed at once.
-    /// Hands the message to its queues (through the per-read outbox). In confirm mode, queues
-    /// that may refuse it get a token to answer with; if none may, it is confirmed at once.
-    fn enqueue(&mut self, routed: &mut Vec<QueueRef>, message: Message, session: &Session) {
-        let message = Arc::new(message);
-        let Some(confirms) = &mut self.confirms else {
-            for queue in routed.drain(..) {
-                self.outbox.stage(queue, message.clone(), None);
+    /// Hands the message to its queues (through the per-read outbox) and to the delayed
+    /// exchanges that hold it. In confirm mode, those that may refuse it or must write it to
+    /// disk first get a token to answer with; if none must, it is confirmed at once.
+    fn enqueue(
+        &mut self,
+        routed: &mut Vec<QueueRef>,
+        held: &mut Vec<Hold>,
+        message: Message,
+        session: &Session,
+    ) {
+        let mut tokens = match &mut self.confirms {
+            None => Vec::new(),
+            Some(confirms) => {
+                let waiting = routed
+                    .iter()
+                    .filter(|q| q.confirms_wait_for(&message))
+                    .count()
+                    + held
+                        .iter()
+                        .filter(|h| h.confirms_wait_for(&message))
+                        .count();
+                if waiting == 0 {
+                    confirms.push(Outcome::Ack);
+                    Vec::new()
+                } else {
+                    let seq = confirms.push(Outcome::Pending);
+                    let key = ChannelKey {
+                        channel_id: self.id,
+                        serial: self.serial,
+                    };
+                    ConfirmToken::split(key, seq, waiting as u32, &session.sink)
+                }
             }
-            return;
         };
-        let waiting = routed
-            .iter()
-            .filter(|q| q.confirms_wait_for(&message))
-            .count() as u32;
-        if waiting == 0 {
-            confirms.push(Outcome::Ack);
-            for queue in routed.drain(..) {
-                self.outbox.stage(queue, message.clone(), None);
+        // Tokens left over (a queue stopped refusing meanwhile) accept when dropped.
+        if !held.is_empty() {
+            for hold in held.drain(..) {
+                let confirm = if !tokens.is_empty() && hold.confirms_wait_for(&message) {
+                    tokens.pop()
+                } else {
+                    None
+                };
+                hold.hold(&message, confirm);
             }
+        }
+        if routed.is_empty() {
             return;
         }
-        let seq = confirms.push(Outcome::Pending);
-        let key = ChannelKey {
-            channel_id: self.id,
-            serial: self.serial,
-        };
-        let mut tokens = ConfirmToken::split(key, seq, waiting, &session.sink);
+        let message = Arc::new(message);
         for queue in routed.drain(..) {
-            let confirm = if queue.confirms_wait_for(&message) {
+            let confirm = if !tokens.is_empty() && queue.confirms_wait_for(&message) {
                 tokens.pop()
             } else {
                 None

@@ -2,18 +2,19 @@
 //! in the exchange's own log under the data directory (docs/storage-format.md,
 //! "Delayed-message exchanges") and indexed by due time in `schedule`, then routed through the
 //! exchange, as its `x-delayed-type`, when their time comes. One owner task per exchange does
-//! the timing and routing; publishers hand messages over with `hold` from their own task.
-//! Knows nothing of frames or channels.
+//! the timing and routing; routing finds the exchanges that are to hold a message (`Hold`) and
+//! the publisher hands it over from its own task. Knows nothing of frames or channels.
 //!
 //! As RabbitMQ's plugin: a held message is not routed at publish time (a mandatory publish is
-//! returned, an alternate exchange gets it, the publish is confirmed at once), it is routed at
-//! its time with `x-delay` turned negative, and nobody is told if it then reaches no queue.
-//! A persistent message held by a durable exchange is written to the operating system before
-//! `hold` returns (so its confirm means it survives a process kill) and fsynced by the next
-//! group commit; it is removed from the log only once the queues it was routed to have it on
-//! disk. Transient ones are logged too, so that memory does not grow with what is held, but
-//! never recovered. A clean stop waits for those queues' answers, so it routes nothing twice;
-//! after a crash a message may be routed again, never lost.
+//! returned, an alternate exchange gets it), it is routed at its time with `x-delay` turned
+//! negative, and nobody is told if it then reaches no queue. The publisher's confirm of a
+//! persistent message held by a durable exchange waits, as a queue's does, until the group
+//! commit has fsynced it into the log (also while the log is still being opened, when the
+//! message waits in memory); one that cannot be logged is nacked. Other held messages are
+//! confirmed at once. A held message is removed from the log only once the queues it was
+//! routed to have it on disk. Transient ones are logged too, so that memory does not grow with
+//! what is held, but never recovered. A clean stop waits for those queues' answers, so it
+//! routes nothing twice; after a crash a message may be routed again, never lost.
 
 mod schedule;
 
@@ -93,8 +94,9 @@ impl Clock {
 
 /// Where held messages are kept.
 enum Keeping {
-    /// The log is being opened (and recovered): messages wait here to be appended.
-    Opening(Vec<(Millis, Arc<Message>)>),
+    /// The log is being opened (and recovered): messages wait here to be appended, with their
+    /// publishers' confirms.
+    Opening(Vec<(Millis, Arc<Message>, Option<ConfirmToken>)>),
     Log(Box<QueueLog>),
     /// No data directory (or the log failed to open): messages stay in memory.
     Memory,
@@ -115,6 +117,8 @@ struct State {
     next_id: MessageId,
     /// Persistent appends that no commit covers yet.
     uncommitted: bool,
+    /// Publishers' confirms of those appends, answered once the commit has synced them.
+    awaiting_commit: Vec<ConfirmToken>,
     stop: Option<Stop>,
     /// When the owner task looks again on its own; a message due earlier wakes it.
     wakes_at: Millis,
@@ -170,6 +174,7 @@ impl DelayedExchange {
                     schedule: Schedule::new(None),
                     next_id: 0,
                     uncommitted: false,
+                    awaiting_commit: Vec::new(),
                     stop: None,
                     wakes_at: Millis::MAX,
                 }),
@@ -191,20 +196,11 @@ impl DelayedExchange {
         }
     }
 
-    /// Keeps `message` for `delay_ms`, then routes it through the exchange.
-    pub fn hold(&self, message: &Message, delay_ms: u64) {
-        let shared = &self.shared;
-        let due = shared.clock.now_ms_rounded_up().saturating_add(delay_ms);
-        let mut state = shared.state.lock();
-        if state.stop.is_some() {
-            return;
-        }
-        let must_commit = state.hold(message, due, shared.durable, shared.clock.now_ms());
-        shared.held.fetch_add(1, Ordering::Relaxed);
-        let wake = must_commit || due < state.wakes_at;
-        drop(state);
-        if wake {
-            shared.wake.notify_one();
+    /// What routing found: this exchange is to hold a message for `delay_ms`.
+    pub(crate) fn to_hold(&self, delay_ms: u64) -> Hold {
+        Hold {
+            shared: self.shared.clone(),
+            delay_ms,
         }
     }
 
@@ -257,15 +253,68 @@ impl DelayedExchange {
     }
 }
 
+/// A delayed exchange that routing found is to hold a message: the publisher hands the message
+/// over with `hold`, with its confirm token if `confirms_wait_for` says so.
+pub struct Hold {
+    shared: Arc<Shared>,
+    delay_ms: u64,
+}
+
+impl Hold {
+    /// Whether the publisher's confirm of `message` must wait until the exchange has it on
+    /// disk: a persistent message held by a durable exchange of a broker with a data directory.
+    pub fn confirms_wait_for(&self, message: &Message) -> bool {
+        self.shared.durable && message.persistent && self.shared.durability.is_some()
+    }
+
+    /// Keeps `message` until it is due, then routes it through the exchange. `confirm` is
+    /// answered once the message is durably logged, or rejected if it cannot be.
+    pub fn hold(self, message: &Message, confirm: Option<ConfirmToken>) {
+        let shared = &self.shared;
+        let due = shared
+            .clock
+            .now_ms_rounded_up()
+            .saturating_add(self.delay_ms);
+        let mut state = shared.state.lock();
+        if let Some(stop) = state.stop {
+            // Dropped: a deleted exchange takes it as a deleted queue does (the confirm is an
+            // ack), a stopping broker does not have it.
+            if let (Stop::Close, Some(confirm)) = (stop, confirm) {
+                confirm.reject();
+            }
+            return;
+        }
+        let must_commit = state.hold(message, due, shared.durable, shared.clock.now_ms(), confirm);
+        shared.held.fetch_add(1, Ordering::Relaxed);
+        let wake = must_commit || due < state.wakes_at;
+        drop(state);
+        if wake {
+            shared.wake.notify_one();
+        }
+    }
+}
+
 impl State {
-    /// Returns whether a persistent message now waits for a commit that nobody asked for.
-    fn hold(&mut self, message: &Message, due: Millis, durable: bool, now: Millis) -> bool {
+    /// Returns whether a persistent message now waits for a commit that nobody asked for yet.
+    /// `confirm` waits for that commit; it is rejected if the message cannot be logged (the
+    /// message is then held in memory only).
+    fn hold(
+        &mut self,
+        message: &Message,
+        due: Millis,
+        durable: bool,
+        now: Millis,
+        confirm: Option<ConfirmToken>,
+    ) -> bool {
         let log = match &mut self.keeping {
             Keeping::Opening(waiting) => {
-                waiting.push((due, Arc::new(message.clone())));
+                waiting.push((due, Arc::new(message.clone()), confirm));
                 return false;
             }
             Keeping::Memory => {
+                if let Some(confirm) = confirm {
+                    confirm.reject();
+                }
                 let seq = self.take_id();
                 let held = Held::Memory(Arc::new(message.clone()));
                 self.schedule.insert(Entry { due, seq, held }, now);
@@ -288,13 +337,8 @@ impl State {
             &message.body,
             &annotations,
         ];
-        let appended = log.append(id, persistent, &parts).and_then(|position| {
-            if persistent {
-                // Confirmed as soon as this returns: a process kill must not lose it.
-                log.flush()?;
-            }
-            Ok(position)
-        });
+        // Written out and fsynced by the next commit, which the owner task asks for.
+        let appended = log.append(id, persistent, &parts);
         self.next_id += 1;
         match appended {
             Ok(position) => {
@@ -306,12 +350,18 @@ impl State {
                     },
                     now,
                 );
+                if let (true, Some(confirm)) = (persistent, confirm) {
+                    self.awaiting_commit.push(confirm);
+                }
                 let first = persistent && !self.uncommitted;
                 self.uncommitted |= persistent;
                 first
             }
             Err(error) => {
                 tracing::error!(%error, "cannot log a delayed message; it is held in memory only");
+                if let Some(confirm) = confirm {
+                    confirm.reject();
+                }
                 let held = Held::Memory(Arc::new(message.clone()));
                 self.schedule.insert(Entry { due, seq: id, held }, now);
                 false
@@ -370,17 +420,22 @@ impl State {
         }
     }
 
-    /// Asks the group commit to fsync the persistent messages held since the last call.
+    /// Asks the group commit to fsync the persistent messages held since the last call; their
+    /// publishers' confirms go once it has (dropping a token accepts), nacks if it failed.
     fn commit(&mut self) {
         if !std::mem::take(&mut self.uncommitted) {
             return;
         }
+        let confirms = std::mem::take(&mut self.awaiting_commit);
         if let Keeping::Log(log) = &mut self.keeping {
-            log.commit_then(|result| {
+            log.commit_then(move |result| {
                 if let Err(error) = result {
-                    tracing::error!(%error, "fsync of delayed messages failed");
+                    tracing::error!(%error, "fsync of delayed messages failed; nacking the publishes that waited on it");
+                    confirms.into_iter().for_each(ConfirmToken::reject);
                 }
             });
+        } else {
+            confirms.into_iter().for_each(ConfirmToken::reject);
         }
     }
 }
@@ -494,8 +549,8 @@ impl Shared {
             Err(error) => tracing::error!(%error, "delayed exchange log task failed"),
         }
         let now = self.clock.now_ms();
-        for (due, message) in waiting {
-            state.hold(&message, due, self.durable, now);
+        for (due, message, confirm) in waiting {
+            state.hold(&message, due, self.durable, now, confirm);
         }
         state.commit();
         Some(dir)
@@ -637,6 +692,8 @@ async fn run(shared: Arc<Shared>) {
         let (popped, loaded) = {
             let mut state = shared.state.lock();
             if let Some(stop) = state.stop {
+                // What was held just before the stop is synced (and confirmed) all the same.
+                state.commit();
                 break stop;
             }
             state.schedule.advance(now);

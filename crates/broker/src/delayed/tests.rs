@@ -1,5 +1,6 @@
 //! The holder driven through a vhost, with tokio's clock paused: messages come out at their
-//! time, in due order, never before; they survive a restart on the same storage.
+//! time, in due order, never before; they survive a restart on the same storage; a publisher's
+//! confirm of a persistent one comes only once it is synced into the log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,10 @@ use std::time::Duration;
 use amqp::{BasicProperties, FieldTable, FieldValue, ShortStr};
 use bytes::{Bytes, BytesMut};
 use store::{MemStorage, Storage};
+use tokio::sync::mpsc;
 
+use crate::confirm::{ChannelKey, ConfirmToken};
+use crate::consumer::{ConnectionEvent, ConnectionSink};
 use crate::durability::Durability;
 use crate::message::Message;
 use crate::queue::QueueRef;
@@ -87,6 +91,76 @@ fn publish(vhost: &VHost, exchange: &str, message: &Message) -> usize {
         });
     }
     routed.len()
+}
+
+const PUBLISHER: ChannelKey = ChannelKey {
+    channel_id: 1,
+    serial: 1,
+};
+
+/// Publishes as a channel in confirm mode does: the queues and delayed exchanges that must
+/// answer share a confirm token for `seq`; if none must, the publish is confirmed at once.
+fn publish_confirmed(
+    vhost: &VHost,
+    exchange: &str,
+    message: &Message,
+    seq: u64,
+    sink: &ConnectionSink,
+) {
+    let exchange = vhost.existing_exchange(exchange).unwrap();
+    let (mut routed, mut held) = (Vec::new(), Vec::new());
+    vhost.route_publish(&exchange, message, &mut routed, &mut held);
+    let waiting = routed
+        .iter()
+        .filter(|q| q.confirms_wait_for(message))
+        .count()
+        + held.iter().filter(|h| h.confirms_wait_for(message)).count();
+    if waiting == 0 {
+        let ack = ConnectionEvent::Confirm {
+            channel: PUBLISHER,
+            seq,
+            ack: true,
+        };
+        sink.send(ack).unwrap();
+    }
+    let mut tokens = ConfirmToken::split(PUBLISHER, seq, waiting as u32, sink);
+    for hold in held {
+        let confirm = hold
+            .confirms_wait_for(message)
+            .then(|| tokens.pop().unwrap());
+        hold.hold(message, confirm);
+    }
+    for queue in routed {
+        let confirm = queue
+            .confirms_wait_for(message)
+            .then(|| tokens.pop().unwrap());
+        queue.send(crate::queue::QueueCommand::Publish {
+            message: Arc::new(message.clone()),
+            confirm,
+        });
+    }
+}
+
+/// The confirms sent so far, as (seq, ack).
+fn confirms(events: &mut mpsc::UnboundedReceiver<ConnectionEvent>) -> Vec<(u64, bool)> {
+    let mut out = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let ConnectionEvent::Confirm { seq, ack, .. } = event {
+            out.push((seq, ack));
+        }
+    }
+    out
+}
+
+/// Waits (in real time: the group commit runs on its own thread) for the next confirms.
+async fn next_confirms(events: &mut mpsc::UnboundedReceiver<ConnectionEvent>) -> Vec<(u64, bool)> {
+    let mut got = Vec::new();
+    busy_wait_until("a confirm", || {
+        got.extend(confirms(events));
+        !got.is_empty()
+    })
+    .await;
+    got
 }
 
 async fn ready(queue: &QueueRef) -> u32 {
@@ -397,5 +471,77 @@ async fn a_message_routed_as_the_broker_stops_is_neither_lost_nor_routed_again()
     assert_eq!(vhost.messages_delayed("dx"), Some(0), "not routed twice");
     advance(1_000).await;
     assert_eq!(take_bodies(&queue).await, ["due"]);
+    broker.shutdown().await;
+}
+
+/// A durable broker with a durable delayed exchange `dx` whose log is open, and its queue `q`
+/// settled, so that the next sync is one the test causes.
+async fn durable_exchange(storage: &MemStorage) -> (Arc<Broker>, Arc<VHost>) {
+    let broker = open_broker(storage);
+    let vhost = broker.vhost("/").unwrap();
+    let queue = declare(&vhost, "dx", "q", true);
+    broker.definitions_synced().await.unwrap();
+    opened(&vhost, "dx").await;
+    ready(&queue).await;
+    (broker, vhost)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_persistent_message_is_confirmed_only_once_its_log_is_synced() {
+    let storage = MemStorage::new();
+    let (broker, vhost) = durable_exchange(&storage).await;
+    let (sink, mut events) = mpsc::unbounded_channel();
+    storage.close_sync_gate();
+    let persistent = message("dx", Some(FieldValue::I32(5_000)), "kept", true);
+    publish_confirmed(&vhost, "dx", &persistent, 1, &sink);
+    let transient = message("dx", Some(FieldValue::I32(5_000)), "lost", false);
+    publish_confirmed(&vhost, "dx", &transient, 2, &sink);
+    busy_wait_until("the log's fsync", || storage.syncs_waiting_at_gate() > 0).await;
+    let before_fsync = confirms(&mut events);
+    storage.open_sync_gate();
+    assert_eq!(
+        before_fsync,
+        [(2, true)],
+        "the transient message is confirmed at once, the persistent one not before its fsync"
+    );
+    assert_eq!(next_confirms(&mut events).await, [(1, true)]);
+    assert_eq!(vhost.messages_delayed("dx"), Some(2));
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_held_while_the_log_opens_is_confirmed_once_it_is_logged() {
+    let storage = MemStorage::new();
+    let broker = open_broker(&storage);
+    let vhost = broker.vhost("/").unwrap();
+    declare(&vhost, "dx", "q", true);
+    let exchange = vhost.exchange("dx").unwrap();
+    let holder = exchange.delayed.as_ref().unwrap();
+    assert!(holder.is_opening(), "the owner task has not run yet");
+    let (sink, mut events) = mpsc::unbounded_channel();
+    let held = message("dx", Some(FieldValue::I32(5_000)), "kept", true);
+    publish_confirmed(&vhost, "dx", &held, 1, &sink);
+    assert_eq!(confirms(&mut events), [], "not while it is only in memory");
+    assert_eq!(next_confirms(&mut events).await, [(1, true)]);
+    assert!(!holder.is_opening());
+    // Confirmed means on disk: a power cut right after the confirm keeps it.
+    broker.definitions_synced().await.unwrap();
+    let after_power_cut = storage.crash();
+    let broker = open_broker(&after_power_cut);
+    let vhost = broker.vhost("/").unwrap();
+    opened(&vhost, "dx").await;
+    assert_eq!(vhost.messages_delayed("dx"), Some(1));
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_message_whose_fsync_fails_is_nacked() {
+    let storage = MemStorage::new();
+    let (broker, vhost) = durable_exchange(&storage).await;
+    let (sink, mut events) = mpsc::unbounded_channel();
+    storage.crash_at_sync(1);
+    let held = message("dx", Some(FieldValue::I32(5_000)), "m", true);
+    publish_confirmed(&vhost, "dx", &held, 1, &sink);
+    assert_eq!(next_confirms(&mut events).await, [(1, false)]);
     broker.shutdown().await;
 }
