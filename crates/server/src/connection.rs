@@ -2,6 +2,7 @@
 //! heartbeats, batched writes, and closing. Owns all of a connection's state in one task.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,11 +112,36 @@ struct Connection {
     channel_max: u16,
     heartbeat_secs: u16,
     vhost: Option<Arc<broker::vhost::VHost>>,
-    channels: HashMap<u16, Channel>,
+    channels: HashMap<u16, Channel, BuildHasherDefault<ChannelIdHasher>>,
     /// Counts channel opens, to tell a reused channel number from its predecessor.
     channel_serial: u64,
     closing_since: Option<Instant>,
 }
+
+/// Hashes a channel number with one multiplication: the map is looked up for every frame, and
+/// the default SipHash, made to resist hostile keys, showed up in profiles; a peer choosing
+/// its channel numbers can at worst slow its own connection's map down.
+#[derive(Default)]
+struct ChannelIdHasher(u64);
+
+impl std::hash::Hasher for ChannelIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(*byte)).wrapping_mul(FIBONACCI_MULTIPLIER);
+        }
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        self.0 = u64::from(id).wrapping_mul(FIBONACCI_MULTIPLIER);
+    }
+}
+
+/// 2^64 divided by the golden ratio: spreads consecutive channel numbers over the hash bits.
+const FIBONACCI_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Serves one accepted socket until it closes.
 pub(crate) async fn serve(
@@ -203,7 +229,7 @@ async fn serve_stream<R, W>(
         channel_max: 0,
         heartbeat_secs: 0,
         vhost: None,
-        channels: HashMap::new(),
+        channels: HashMap::default(),
         channel_serial: 0,
         closing_since: None,
     };
