@@ -15,7 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 const SHARED_BODY_MIN_BYTES: usize = 512;
 /// The most slices one write hands to the kernel (Linux takes up to 1024).
 const MAX_SLICES_PER_WRITE: usize = 64;
-const INITIAL_CAPACITY_BYTES: usize = 16 * 1024;
+const INITIAL_CAPACITY_BYTES: usize = 4 * 1024;
 
 /// Encoding goes into the buffer this derefs to; bodies go through `put_body`.
 ///
