@@ -112,7 +112,9 @@ struct Connection {
     channel_max: u16,
     heartbeat_secs: u16,
     vhost: Option<Arc<broker::vhost::VHost>>,
-    channels: HashMap<u16, Channel, BuildHasherDefault<ChannelIdHasher>>,
+    /// Boxed: a `Channel` is ~600 bytes and the map allocates room for several, which for the
+    /// usual one or two channels was most of an idle connection's memory.
+    channels: HashMap<u16, Box<Channel>, BuildHasherDefault<ChannelIdHasher>>,
     /// Counts channel opens, to tell a reused channel number from its predecessor.
     channel_serial: u64,
     closing_since: Option<Instant>,
@@ -258,7 +260,10 @@ async fn serve_stream<R, W>(
             && connection.state == State::Open;
         let closing_deadline = connection.closing_deadline();
         let checking_timeouts = connection.state == State::Open
-            && connection.channels.values().any(Channel::has_unacked);
+            && connection
+                .channels
+                .values()
+                .any(|channel| channel.has_unacked());
         let linger_deadline = hung_up_at.unwrap_or_else(Instant::now) + LINGER_AFTER_CLOSE;
         tokio::select! {
             written = connection.session.out.write_to(&mut writer), if !connection.session.out.is_empty() => {
@@ -946,12 +951,12 @@ impl Connection {
         self.channel_serial += 1;
         self.channels.insert(
             channel_id,
-            Channel::new(
+            Box::new(Channel::new(
                 channel_id,
                 self.channel_serial,
                 vhost,
                 self.session.registration.open_channel(channel_id),
-            ),
+            )),
         );
         self.session.send_method(channel_id, ChannelOpenOk {});
     }
