@@ -1356,12 +1356,9 @@ fn describe_value(v: Option<&FieldValue>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::argument_test_support::{declare_exchange, s};
     use super::*;
     use crate::error::Scope;
-
-    fn s(v: &str) -> ShortStr {
-        ShortStr::new(v).unwrap()
-    }
 
     fn declare_queue(
         vhost: &VHost,
@@ -1379,25 +1376,6 @@ mod tests {
             },
             false,
             owner,
-        )
-    }
-
-    fn declare_exchange(
-        vhost: &VHost,
-        name: &str,
-        kind: &str,
-        arguments: FieldTable,
-    ) -> AmqpResult<()> {
-        vhost.declare_exchange(
-            ExchangeDeclaration {
-                name: &s(name),
-                kind,
-                durable: false,
-                auto_delete: false,
-                internal: false,
-                arguments: &arguments,
-            },
-            false,
         )
     }
 
@@ -1524,6 +1502,25 @@ mod argument_test_support {
         )
     }
 
+    pub fn declare_exchange(
+        vhost: &VHost,
+        name: &str,
+        kind: &str,
+        arguments: FieldTable,
+    ) -> AmqpResult<()> {
+        vhost.declare_exchange(
+            ExchangeDeclaration {
+                name: &s(name),
+                kind,
+                durable: false,
+                auto_delete: false,
+                internal: false,
+                arguments: &arguments,
+            },
+            false,
+        )
+    }
+
     /// The reply text of a queue.declare of `q` with these arguments, which must be refused.
     pub fn refusal(entries: &[(&str, FieldValue)]) -> String {
         match declare(&VHost::new("/"), "q", &table(entries)) {
@@ -1607,22 +1604,6 @@ mod queue_argument_and_routing_tests {
         assert_eq!(settings.limits.overflow, Overflow::RejectPublishDlx);
     }
 
-    fn exchange(vhost: &VHost, name: &str, kind: &str, arguments: FieldTable) {
-        vhost
-            .declare_exchange(
-                ExchangeDeclaration {
-                    name: &s(name),
-                    kind,
-                    durable: false,
-                    auto_delete: false,
-                    internal: false,
-                    arguments: &arguments,
-                },
-                false,
-            )
-            .unwrap();
-    }
-
     fn routed(vhost: &VHost, exchange: &str, message: &Message) -> Vec<String> {
         let mut out = Vec::new();
         vhost.route_message(&vhost.exchange(exchange).unwrap(), message, &mut out);
@@ -1634,7 +1615,7 @@ mod queue_argument_and_routing_tests {
     #[tokio::test]
     async fn extra_routing_keys_route_once_per_queue_through_any_exchange() {
         let vhost = VHost::new("/");
-        exchange(&vhost, "x", "direct", FieldTable::new());
+        declare_exchange(&vhost, "x", "direct", FieldTable::new()).unwrap();
         let empty = FieldTable::new();
         for name in ["a", "b", "c"] {
             let q = declare(&vhost, name, &empty).unwrap();
@@ -1655,18 +1636,19 @@ mod queue_argument_and_routing_tests {
     #[tokio::test]
     async fn a_match_with_an_exchange_that_routes_nowhere_does_not_go_to_the_alternate() {
         let vhost = VHost::new("/");
-        exchange(&vhost, "ae", "fanout", FieldTable::new());
+        declare_exchange(&vhost, "ae", "fanout", FieldTable::new()).unwrap();
         let unrouted = declare(&vhost, "unrouted", &FieldTable::new()).unwrap();
         vhost
             .bind_queue(&unrouted, "ae", &s(""), &FieldTable::new())
             .unwrap();
-        exchange(
+        declare_exchange(
             &vhost,
             "main",
             "direct",
             table(&[("alternate-exchange", FieldValue::from("ae"))]),
-        );
-        exchange(&vhost, "empty", "fanout", FieldTable::new());
+        )
+        .unwrap();
+        declare_exchange(&vhost, "empty", "fanout", FieldTable::new()).unwrap();
         vhost
             .bind_exchange("empty", "main", &s("k"), &FieldTable::new())
             .unwrap();
