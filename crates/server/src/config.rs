@@ -165,7 +165,7 @@ struct Args {
     /// Port of the Prometheus metrics endpoint; 0 picks a free one (config: metrics.port).
     #[arg(long, env = "WARREN_METRICS_PORT", default_value_t = defaults::METRICS_PORT)]
     metrics_port: u16,
-    /// AMQPS port; the TLS files are checked, but TLS is not served yet (config: amqps.port).
+    /// AMQPS (AMQP over TLS) port; needs --tls-cert-file and --tls-key-file (config: amqps.port).
     #[arg(long, env = "WARREN_AMQPS_PORT")]
     amqps_port: Option<u16>,
     /// PEM certificate chain for AMQPS (config: amqps.cert_file).
