@@ -298,7 +298,13 @@ impl VHost {
 
     pub fn declare_exchange(&self, d: ExchangeDeclaration<'_>, passive: bool) -> AmqpResult<()> {
         let name = d.name.as_str();
+        let default_exchange_refused =
+            || AmqpException::access_refused("operation not permitted on the default exchange");
         if passive {
+            // RabbitMQ refuses even to check the default exchange's existence.
+            if name.is_empty() {
+                return Err(default_exchange_refused());
+            }
             return self.existing_exchange(name).map(drop);
         }
         // Later RabbitMQ versions close the channel (406), not the connection, for this.
@@ -306,9 +312,7 @@ impl VHost {
             AmqpException::precondition_failed(format!("unknown exchange type '{}'", d.kind))
         })?;
         if name.is_empty() {
-            return Err(AmqpException::access_refused(
-                "operation not permitted on the default exchange",
-            ));
+            return Err(default_exchange_refused());
         }
         if let Some(existing) = self.exchange(name) {
             return self.check_exchange_equivalence(&existing, kind, &d);

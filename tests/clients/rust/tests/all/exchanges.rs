@@ -429,6 +429,29 @@ async fn predeclared_exchanges_exist_and_amq_prefix_is_reserved() {
         )
     );
 
+    // The same for a passive declare: RabbitMQ does not even say the default exchange exists.
+    let ch_passive = channel(&conn).await;
+    let res = within(
+        "passive declare of the default exchange",
+        ch_passive.exchange_declare(
+            "".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        expect_amqp_error(res),
+        (
+            403,
+            "ACCESS_REFUSED - operation not permitted on the default exchange".into()
+        )
+    );
+
     // RabbitMQ: 403 "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/'
     // not allowed" (40/20).
     let ch4 = channel(&conn).await;
