@@ -480,10 +480,17 @@ fn server_properties() -> FieldTable {
     put("capabilities", FieldValue::Table(capabilities));
     put("cluster_name", text("warren"));
     put("copyright", text("Copyright (c) the Warren developers"));
-    put("information", text("Licensed under the Apache License 2.0"));
+    put(
+        "information",
+        text(concat!(
+            "Warren ",
+            env!("CARGO_PKG_VERSION"),
+            ", licensed under the Apache License 2.0"
+        )),
+    );
     put("platform", text("Rust"));
-    put("product", text("Warren"));
-    put("version", text(env!("CARGO_PKG_VERSION")));
+    put("product", text("RabbitMQ"));
+    put("version", text(crate::RABBITMQ_VERSION));
     properties
 }
 

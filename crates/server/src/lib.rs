@@ -12,4 +12,11 @@ pub mod systemd;
 mod tls;
 
 pub use config::Config;
+
+/// The RabbitMQ release clients are told they talk to (connection.start's `product` and
+/// `version`, the management API's `rabbitmq_version`). Client libraries and their test suites
+/// pick features and semantics by these: kombu and Celery, for one, choose how they use
+/// basic.qos by them. Warren follows this release's AMQP behaviour, or a later one's where
+/// they differ.
+pub const RABBITMQ_VERSION: &str = "3.13.7";
 pub use server::Server;

@@ -120,9 +120,8 @@ def test_delay_returns_results(celery_app, default_worker):
 
 
 def test_countdown_and_eta_tasks_run_no_earlier_than_their_time(celery_app, default_worker):
-    # Warren names itself in connection.start, so kombu uses per-consumer QoS as it does with
-    # RabbitMQ 4: an ordinary task sent after a countdown task still runs, though it may wait
-    # behind the held ETA message for Celery's next QoS change (as with RabbitMQ 4).
+    # Warren presents itself as RabbitMQ 3.13 in connection.start, so the worker uses global
+    # QoS and raises it while it holds the ETA message: the ordinary task runs meanwhile.
     countdown_s = 3
     sent_at = time.time()
     delayed = stamp.apply_async(("delayed",), countdown=countdown_s)

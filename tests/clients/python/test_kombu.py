@@ -56,6 +56,15 @@ def test_connection_negotiates_what_kombu_relies_on(kombu_conn):
     assert kombu_conn.connected
 
 
+def test_kombu_sees_rabbitmq_3_and_chooses_global_qos(kombu_conn):
+    # kombu picks basic.qos semantics by the product and version in connection.start; Celery's
+    # worker then sets its prefetch with global=True, as it does against RabbitMQ 3.3 to 3.13.
+    properties = kombu_conn.connection.server_properties
+    assert properties["product"] == "RabbitMQ"
+    assert properties["version"].startswith("3.")
+    assert kombu_conn.qos_semantics_matches_spec is False
+
+
 def test_producer_and_consumer_round_trip(kombu_conn, cleanup):
     exchange = Exchange(cleanup.exchange(unique("kombu-x")), type="direct", durable=False)
     queue = Queue(cleanup.queue(unique("kombu-q")), exchange, routing_key="jobs", durable=False)

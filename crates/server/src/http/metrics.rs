@@ -131,7 +131,7 @@ async fn scrape(state: &State, per_object: bool) -> String {
         text: String::with_capacity(4096 + if per_object { queues.len() * 400 } else { 0 }),
     };
     let node = escape(&node_name());
-    let version = env!("CARGO_PKG_VERSION");
+    let version = crate::RABBITMQ_VERSION;
     out.single(
         "rabbitmq_identity_info",
         "untyped",

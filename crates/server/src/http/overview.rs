@@ -194,12 +194,12 @@ async fn overview(StateOf(state): StateOf<State>, caller: Caller) -> ApiResult<J
         }))
     };
     Ok(Json(json!({
-        "management_version": version,
+        "management_version": crate::RABBITMQ_VERSION,
         "rates_mode": "basic",
         "exchange_types": exchange_types(),
         "product_version": version,
         "product_name": "Warren",
-        "rabbitmq_version": version,
+        "rabbitmq_version": crate::RABBITMQ_VERSION,
         "cluster_name": node,
         "node": node,
         "disable_stats": false,
