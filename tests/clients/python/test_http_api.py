@@ -402,3 +402,71 @@ def test_only_administrators_may_stop_the_broker(api, tagged_users):
     status, body, _ = api.call("POST", "/api/warren/stop", {}, user=creds["monitor"])
     assert (status, body) == (401, {"error": "not_authorised", "reason": "Not administrator user"})
     assert api.call("GET", "/api/whoami")[0] == 200
+
+
+def named_connection(broker, vhost, name, user=GUEST):
+    params = pika.URLParameters(broker.url)
+    params.virtual_host = vhost
+    params.credentials = pika.PlainCredentials(*user)
+    params.client_properties = {"connection_name": name}
+    return pika.BlockingConnection(params)
+
+
+def test_per_vhost_connections_and_channels_list_only_that_vhosts(broker, api, tagged_users):
+    creds, other = tagged_users
+    in_root, in_other, managers = unique("root-conn"), unique("other-conn"), unique("mgmt-conn")
+    conns = [named_connection(broker, "/", in_root),
+             named_connection(broker, other, in_other),
+             named_connection(broker, other, managers, user=creds["manager"])]
+    try:
+        for conn in conns:
+            conn.channel()
+        conns[1].channel()
+
+        def listed(vhost, what, user=GUEST):
+            return api.get(f"/api/vhosts/{q(vhost)}/{what}", user=user)
+
+        def names(items):
+            return {c.get("user_provided_name") for c in items}
+
+        wait_until(lambda: {in_other, managers} <= names(listed(other, "connections")),
+                   what="both connections listed in their vhost")
+        root = listed("/", "connections")
+        assert in_root in names(root) and {c["vhost"] for c in root} == {"/"}
+        assert names(listed(other, "connections")) == {in_other, managers}
+
+        def channel_owners(vhost, user=GUEST):
+            by_name = {c["name"]: c.get("user_provided_name") for c in api.get("/api/connections")}
+            return sorted(by_name.get(ch["connection_details"]["name"])
+                          for ch in listed(vhost, "channels", user) if ch["vhost"] == vhost)
+
+        wait_until(lambda: channel_owners(other) == sorted([in_other, in_other, managers]),
+                   what="the other vhost's three channels listed")
+        assert {ch["vhost"] for ch in listed("/", "channels")} == {"/"}
+        assert in_root in channel_owners("/")
+
+        # A management user sees only its own, and RabbitMQ pages none of these listings.
+        mgmt = creds["manager"]
+        assert names(listed(other, "connections", mgmt)) == {managers}
+        assert channel_owners(other, mgmt) == [managers]
+        paged = api.get(f"/api/vhosts/{q(other)}/channels?page=1&page_size=1&sort=number",
+                        user=mgmt)
+        assert isinstance(paged, list) and len(paged) == 1
+        # Here even a monitoring user needs permissions in the vhost, as in RabbitMQ.
+        assert names(listed("/", "connections", creds["monitor"])) >= {in_root}
+        for what in ("connections", "channels"):
+            status, body, _ = api.call("GET", f"/api/vhosts/{q(other)}/{what}",
+                                       user=creds["monitor"])
+            assert (status, body) == (
+                401, {"error": "not_authorised", "reason": "User not authorised to access virtual host"})
+    finally:
+        for conn in conns:
+            if conn.is_open:
+                conn.close()
+
+
+def test_per_vhost_connections_and_channels_of_an_unknown_vhost_are_404(api):
+    for what in ("connections", "channels"):
+        assert api.call("GET", f"/api/vhosts/%2F/{what}")[0] == 200
+        status, body, _ = api.call("GET", f"/api/vhosts/{q(unique('no-vhost'))}/{what}")
+        assert (status, body) == (404, {"error": "Object Not Found", "reason": "Not Found"})

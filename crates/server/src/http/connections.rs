@@ -1,6 +1,6 @@
-//! `/api/connections`, `/api/channels`, `/api/consumers`: what the broker's registry of live
-//! connections holds, shown as RabbitMQ shows it. Users without the monitoring tag see only
-//! their own; closing one (DELETE) sends 320 CONNECTION_FORCED.
+//! `/api/connections`, `/api/channels`, `/api/consumers` and their per-vhost forms: what the
+//! broker's registry of live connections holds, shown as RabbitMQ shows it. Users without the
+//! monitoring tag see only their own; closing one (DELETE) sends 320 CONNECTION_FORCED.
 
 use std::sync::Arc;
 
@@ -32,6 +32,13 @@ pub(crate) fn routes() -> Router<State> {
         .route("/api/channels/{name}", get(show_channel))
         .route("/api/consumers", get(list_consumers))
         .route("/api/consumers/{vhost}", get(list_vhost_consumers))
+        // `{name}`: the vhost routes of access.rs name this position so, and axum wants one
+        // name per position.
+        .route(
+            "/api/vhosts/{name}/connections",
+            get(list_vhost_connections),
+        )
+        .route("/api/vhosts/{name}/channels", get(list_vhost_channels))
 }
 
 /// One count of `MessageStats`, by its `message_stats` name.
@@ -260,8 +267,50 @@ async fn connection_channels(
     reply_list(items, &query)
 }
 
+/// The connections of one vhost that the caller sees. Unlike the unscoped listings, RabbitMQ
+/// asks here for access to the vhost itself, of monitoring users too (administrators
+/// excepted): 404 for an unknown vhost, then 401.
+fn vhost_connections(
+    state: &State,
+    caller: &Caller,
+    vhost: &str,
+) -> ApiResult<Vec<Arc<ConnectionInfo>>> {
+    let vhost = caller.vhost(state, vhost)?;
+    Ok(visible_connections(state, caller)
+        .into_iter()
+        .filter(|c| c.vhost().as_deref() == Some(vhost.name()))
+        .collect())
+}
+
+async fn list_vhost_connections(
+    StateOf(state): StateOf<State>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let items = vhost_connections(&state, &caller, &vhost)?
+        .iter()
+        .map(|c| connection_json(c))
+        .collect();
+    reply_list(items, &query.without_pagination())
+}
+
+async fn list_vhost_channels(
+    StateOf(state): StateOf<State>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let connections = vhost_connections(&state, &caller, &vhost)?;
+    reply_list(channels_of(&connections), &query.without_pagination())
+}
+
 fn channels_json(state: &State, caller: &Caller) -> Vec<Value> {
-    visible_connections(state, caller)
+    channels_of(&visible_connections(state, caller))
+}
+
+fn channels_of(connections: &[Arc<ConnectionInfo>]) -> Vec<Value> {
+    connections
         .iter()
         .flat_map(|c| {
             c.channels()

@@ -24,6 +24,19 @@ pub(crate) struct ListQuery {
     name: Option<String>,
 }
 
+impl ListQuery {
+    /// The query without its pagination parameters, for the listings RabbitMQ never pages
+    /// (it answers those with the whole array whatever `page` says).
+    pub(crate) fn without_pagination(self) -> ListQuery {
+        ListQuery {
+            page: None,
+            page_size: None,
+            name: None,
+            ..self
+        }
+    }
+}
+
 /// Sorts (by `vhost` then `name` unless asked otherwise), pages and trims `items`.
 pub(crate) fn reply_list(mut items: Vec<Value>, query: &ListQuery) -> ApiResult<Json<Value>> {
     match query.sort.as_deref().filter(|s| !s.is_empty()) {
