@@ -2,7 +2,7 @@
 //! then `WARREN_*` environment variables, then the TOML config file, then defaults (the same
 //! names and ports as RabbitMQ). Tests build a `Config` directly; `load` is for the binary.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
@@ -98,7 +98,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             port: defaults::PORT,
             http_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             http_port: None,
@@ -147,8 +147,9 @@ struct Args {
     /// TOML config file [default: ./warren.toml, else /etc/warren/warren.toml, if present]
     #[arg(long, env = "WARREN_CONFIG_FILE", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on for AMQP (config: amqp.bind).
-    #[arg(long, env = "WARREN_BIND", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    /// Address to listen on for AMQP and AMQPS; `::` means every address of both IPv4 and IPv6,
+    /// as RabbitMQ's default listener; `0.0.0.0` every IPv4 address only (config: amqp.bind).
+    #[arg(long, env = "WARREN_BIND", default_value_t = IpAddr::V6(Ipv6Addr::UNSPECIFIED))]
     bind: IpAddr,
     /// AMQP port; 0 picks a free one and the ready line says which (config: amqp.port).
     #[arg(long, env = "WARREN_PORT", default_value_t = defaults::PORT)]

@@ -2,7 +2,7 @@
 //! the Prometheus endpoint; the data directory opened and recovered; a clean shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -19,18 +19,18 @@ use crate::connection;
 use crate::http;
 
 pub struct Server {
-    listener: TcpListener,
+    listener: AmqpListener,
     http_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
     /// AMQPS: a second AMQP listener whose connections start with a TLS handshake.
-    amqps_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    amqps_listener: Option<(AmqpListener, tokio_rustls::TlsAcceptor)>,
     config: Arc<Config>,
     broker: Arc<Broker>,
 }
 
 /// The next AMQPS connection; never, without an AMQPS listener.
 async fn accept_tls(
-    amqps: &Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    amqps: &Option<(AmqpListener, tokio_rustls::TlsAcceptor)>,
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, tokio_rustls::TlsAcceptor)> {
     match amqps {
         Some((listener, acceptor)) => {
@@ -45,6 +45,66 @@ async fn listen(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+/// Where AMQP (or AMQPS) connections come in. Bound to `::`, it is two sockets, as RabbitMQ's
+/// default listener is: every IPv4 address, and every IPv6 address on an IPv6-only socket (so
+/// IPv4 peers keep their plain addresses). A machine without IPv6 gets the IPv4 socket alone.
+struct AmqpListener {
+    primary: TcpListener,
+    ipv6: Option<TcpListener>,
+}
+
+impl AmqpListener {
+    async fn bind(ip: IpAddr, port: u16, what: &str) -> anyhow::Result<AmqpListener> {
+        if ip != IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+            let primary = listen(SocketAddr::new(ip, port), what).await?;
+            return Ok(AmqpListener {
+                primary,
+                ipv6: None,
+            });
+        }
+        let primary = listen(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), what).await?;
+        // Port 0 picked a free port for IPv4: IPv6 takes the same one.
+        let port = primary.local_addr()?.port();
+        let ipv6 = match listen_ipv6_only(port) {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, port, "not listening on IPv6 ({what}); IPv4 only");
+                None
+            }
+        };
+        Ok(AmqpListener { primary, ipv6 })
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        let primary = self.primary.local_addr()?;
+        Ok(match self.ipv6 {
+            Some(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), primary.port()),
+            None => primary,
+        })
+    }
+
+    async fn accept(&self) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        match &self.ipv6 {
+            None => self.primary.accept().await,
+            Some(ipv6) => tokio::select! {
+                accepted = self.primary.accept() => accepted,
+                accepted = ipv6.accept() => accepted,
+            },
+        }
+    }
+}
+
+fn listen_ipv6_only(port: u16) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 impl Server {
@@ -68,7 +128,7 @@ impl Server {
             load_definitions(&broker, file).await?;
         }
         report_recovery(&broker, &config, fresh);
-        let listener = listen(SocketAddr::new(config.bind, config.port), "AMQP").await?;
+        let listener = AmqpListener::bind(config.bind, config.port, "AMQP").await?;
         let http_listener = match config.http_port {
             Some(port) => Some(listen(SocketAddr::new(config.http_bind, port), "HTTP").await?),
             None => None,
@@ -82,7 +142,7 @@ impl Server {
         let amqps_listener = match &config.amqps {
             Some(amqps) => {
                 let acceptor = crate::tls::acceptor(amqps).context("AMQPS (TLS) settings")?;
-                let listener = listen(SocketAddr::new(config.bind, amqps.port), "AMQPS").await?;
+                let listener = AmqpListener::bind(config.bind, amqps.port, "AMQPS").await?;
                 Some((listener, acceptor))
             }
             None => None,

@@ -3,6 +3,7 @@ and flags, each overriding the one before; a bad file names the key and the brok
 start; the default user and log format come from the config too."""
 
 import json
+import socket
 import os
 import subprocess
 import tempfile
@@ -135,3 +136,36 @@ def test_default_user_and_json_logs_from_the_file(tmp):
     assert lines, "the broker logged nothing"
     events = [json.loads(line) for line in lines]
     assert any("data directory" in e.get("fields", {}).get("message", "") for e in events)
+
+
+def ipv6_loopback_available():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="this machine has no IPv6 loopback")
+def test_the_default_listener_takes_ipv4_and_ipv6_clients_as_rabbitmq_does(tmp):
+    # No bind address given: every address of both IP versions, each peer seen as itself.
+    with Run(tmp, config=data_dir(tmp) + FREE_PORTS) as run:
+        port = int(READY_PATTERN.search(run.ready_line()).group(1))
+        for host in ("127.0.0.1", "::1"):
+            params = pika.ConnectionParameters(host=host, port=port)
+            with pika.BlockingConnection(params) as connection:
+                queue = connection.channel().queue_declare("", exclusive=True).method.queue
+                assert queue.startswith("amq.gen-"), (host, queue)
+
+
+def test_bind_0_0_0_0_listens_on_ipv4_only(tmp):
+    with Run(tmp, args=["--bind", "0.0.0.0"], config=data_dir(tmp) + FREE_PORTS) as run:
+        port = int(READY_PATTERN.search(run.ready_line()).group(1))
+        with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port)):
+            pass
+        if ipv6_loopback_available():
+            with pytest.raises(AMQPConnectionError):
+                pika.BlockingConnection(
+                    pika.ConnectionParameters("::1", port, connection_attempts=1)
+                )
