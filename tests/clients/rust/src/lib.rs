@@ -269,6 +269,14 @@ pub fn expect_amqp_error<T: std::fmt::Debug>(res: lapin::Result<T>) -> (u16, Str
     }
 }
 
+/// RabbitMQ's answer to declaring, checking or binding the default exchange.
+pub fn default_exchange_refused() -> (u16, String) {
+    (
+        403,
+        "ACCESS_REFUSED - operation not permitted on the default exchange".into(),
+    )
+}
+
 /// Polls `check` until it returns true or the deadline passes (no sleeping for
 /// synchronisation: this is the bounded poll the rules ask for).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
