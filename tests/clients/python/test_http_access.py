@@ -15,7 +15,7 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, ProbableAccessDeniedError
 
-from helpers import BrokerProcess, DataDirBroker, listener_port
+from helpers import BrokerProcess, DataDirBroker, listener_port, wait_until
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("WARREN_TEST_AMQP_URL")),
@@ -295,3 +295,89 @@ def test_the_overview_measures_queue_depth_and_churn_rates(api, broker):
         channel.queue_delete("overview-depth")
     finally:
         connection.close()
+
+
+@pytest.fixture
+def scoped_vhost(api):
+    """A vhost with two exchanges, a queue and bindings to each, and three users in RabbitMQ's
+    roles: monitoring without permissions there, monitoring and management with them."""
+    vhost = "scoped"
+    assert api.call("PUT", f"/vhosts/{vhost}")[0] == 201
+    full = {"configure": ".*", "write": ".*", "read": ".*"}
+    users = {"blind_monitor": "monitoring", "monitor": "monitoring", "manager": "management"}
+    for name, tag in users.items():
+        api.call("PUT", f"/users/{name}", {"password": "pw", "tags": tag})
+        api.call("PUT", f"/permissions/%2F/{name}", full)
+    for name in ("monitor", "manager"):
+        api.call("PUT", f"/permissions/{vhost}/{name}", full)
+    assert api.call("PUT", f"/exchanges/{vhost}/ex", {"type": "direct"})[0] == 201
+    assert api.call("PUT", f"/exchanges/{vhost}/ex2", {"type": "fanout"})[0] == 201
+    assert api.call("PUT", f"/queues/{vhost}/q", {"durable": False})[0] == 201
+    assert api.call("POST", f"/bindings/{vhost}/e/ex/q/q", {"routing_key": "k"})[0] == 201
+    assert api.call("POST", f"/bindings/{vhost}/e/ex/e/ex2", {"routing_key": "k2"})[0] == 201
+    yield vhost, {name: api.as_user(name, "pw") for name in users}
+    api.call("DELETE", f"/vhosts/{vhost}")
+    for name in users:
+        api.call("DELETE", f"/users/{name}")
+
+
+# GETs for which RabbitMQ asks for access to the vhost itself, not that the user may see it.
+VHOST_SCOPED_OBJECTS = [
+    "/queues/{v}",
+    "/queues/{v}/q",
+    "/queues/{v}/q/bindings",
+    "/exchanges/{v}",
+    "/exchanges/{v}/ex",
+    "/exchanges/{v}/ex/bindings/source",
+    "/exchanges/{v}/ex2/bindings/destination",
+    "/bindings/{v}",
+    "/bindings/{v}/e/ex/q/q",
+    "/bindings/{v}/e/ex/q/q/k",
+    "/bindings/{v}/e/ex/e/ex2",
+    "/bindings/{v}/e/ex/e/ex2/k2",
+]
+
+
+def test_a_monitoring_user_needs_permissions_in_a_vhost_to_read_its_objects(scoped_vhost):
+    vhost, users = scoped_vhost
+    refused = (
+        401,
+        {"error": "not_authorised", "reason": "User not authorised to access virtual host"},
+    )
+    for path in VHOST_SCOPED_OBJECTS + ["/queues/{v}/nope", "/exchanges/{v}/nope"]:
+        assert users["blind_monitor"].call("GET", path.format(v=vhost)) == refused, path
+    for path in VHOST_SCOPED_OBJECTS:
+        for name in ("monitor", "manager"):
+            assert users[name].call("GET", path.format(v=vhost))[0] == 200, (name, path)
+    # The vhost is looked up before the user's access to it is checked.
+    assert users["blind_monitor"].call("GET", "/queues/no-such-vhost")[0] == 404
+
+
+def test_a_monitoring_user_sees_the_consumers_of_a_vhost_it_has_no_permissions_in(
+    broker, scoped_vhost
+):
+    vhost, users = scoped_vhost
+    connection = amqp(broker, "guest", "guest", vhost)
+    try:
+        connection.channel().basic_consume("q", lambda *_: None, consumer_tag="seen")
+
+        def listed():
+            status, consumers = users["blind_monitor"].call("GET", f"/consumers/{vhost}")
+            assert status == 200
+            return [c["consumer_tag"] for c in consumers]
+
+        assert wait_until(listed, what="guest's consumer listed") == ["seen"]
+    finally:
+        connection.close()
+
+
+def test_only_administrators_may_read_a_single_vhost(api, scoped_vhost):
+    vhost, users = scoped_vhost
+    not_admin = (401, {"error": "not_authorised", "reason": "Not administrator user"})
+    for user in users.values():
+        for name in (vhost, "%2F", "no-such-vhost"):
+            assert user.call("GET", f"/vhosts/{name}") == not_admin, name
+    assert api.call("GET", f"/vhosts/{vhost}")[0] == 200
+    assert api.call("GET", "/vhosts/no-such-vhost")[0] == 404
+    # The listing is not so guarded: a monitor sees every vhost in it.
+    assert vhost in [v["name"] for v in users["blind_monitor"].call("GET", "/vhosts")[1]]

@@ -351,7 +351,10 @@ async fn show_vhost(
     Path(name): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &name)?;
+    // RabbitMQ shows a single vhost to administrators only, and asks before looking it up:
+    // anyone else gets 401, even for a vhost they have permissions in or one that is not there.
+    caller.require_admin()?;
+    let vhost = caller.vhost(&state, &name)?;
     Ok(reply_one(vhost_json(&vhost).await, &query))
 }
 

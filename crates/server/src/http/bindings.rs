@@ -165,7 +165,7 @@ async fn list_vhost(
     Path(vhost): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &vhost)?;
+    let vhost = caller.vhost(&state, &vhost)?;
     reply_list(rows_json(&vhost), &query)
 }
 
@@ -209,7 +209,7 @@ async fn list_between(
     Path((vhost, source, kind, destination)): Path<(String, String, String, String)>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &vhost)?;
+    let vhost = caller.vhost(&state, &vhost)?;
     let rows = between(&vhost, &source, &kind, &destination)?
         .iter()
         .map(|b| binding_json(vhost.name(), b))
@@ -230,7 +230,7 @@ async fn show(
     caller: Caller,
     Path((vhost, source, kind, destination, props)): Path<(String, String, String, String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &vhost)?;
+    let vhost = caller.vhost(&state, &vhost)?;
     let rows = between(&vhost, &source, &kind, &destination)?;
     let row = find(rows, &props).ok_or_else(ApiError::not_found)?;
     Ok(Json(binding_json(vhost.name(), &row)))

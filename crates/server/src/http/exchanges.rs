@@ -81,7 +81,7 @@ async fn list_vhost(
     Path(vhost): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &vhost)?;
+    let vhost = caller.vhost(&state, &vhost)?;
     reply_list(exchanges_json(&[vhost]), &query)
 }
 
@@ -91,7 +91,7 @@ async fn show(
     Path((vhost, name)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &vhost)?;
+    let vhost = caller.vhost(&state, &vhost)?;
     let exchange = vhost
         .exchange(exchange_name(&name))
         .ok_or_else(ApiError::not_found)?;
@@ -220,7 +220,7 @@ async fn exchange_bindings(
     Path((vhost_name, name, direction)): Path<(String, String, String)>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &vhost_name)?;
+    let vhost = caller.vhost(&state, &vhost_name)?;
     let name = exchange_name(&name);
     vhost.exchange(name).ok_or_else(ApiError::not_found)?;
     let rows = bindings_of(&vhost);

@@ -230,7 +230,7 @@ async fn list_vhost(
     Path(vhost): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &vhost)?;
+    let vhost = caller.vhost(&state, &vhost)?;
     reply_list(queues_json(&state, &[vhost]).await, &query)
 }
 
@@ -247,7 +247,7 @@ async fn show(
     Path((vhost, name)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &vhost)?;
+    let vhost = caller.vhost(&state, &vhost)?;
     let queue = vhost
         .queues()
         .into_iter()
@@ -476,7 +476,7 @@ async fn queue_bindings(
     Path((vhost_name, name)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let vhost = caller.visible_vhost(&state, &vhost_name)?;
+    let vhost = caller.vhost(&state, &vhost_name)?;
     existing(&vhost, &name)?;
     let rows: Vec<Value> = bindings_of(&vhost)
         .into_iter()
