@@ -299,12 +299,18 @@ def test_the_overview_measures_queue_depth_and_churn_rates(api, broker):
 
 @pytest.fixture
 def scoped_vhost(api):
-    """A vhost with two exchanges, a queue and bindings to each, and three users in RabbitMQ's
-    roles: monitoring without permissions there, monitoring and management with them."""
+    """A vhost with two exchanges, a queue and bindings to each, and four users in RabbitMQ's
+    roles: monitoring and management, each without permissions there and with them (all of
+    them have permissions in `/`)."""
     vhost = "scoped"
     assert api.call("PUT", f"/vhosts/{vhost}")[0] == 201
     full = {"configure": ".*", "write": ".*", "read": ".*"}
-    users = {"blind_monitor": "monitoring", "monitor": "monitoring", "manager": "management"}
+    users = {
+        "blind_monitor": "monitoring",
+        "monitor": "monitoring",
+        "blind_manager": "management",
+        "manager": "management",
+    }
     for name, tag in users.items():
         api.call("PUT", f"/users/{name}", {"password": "pw", "tags": tag})
         api.call("PUT", f"/permissions/%2F/{name}", full)
@@ -369,6 +375,92 @@ def test_a_monitoring_user_sees_the_consumers_of_a_vhost_it_has_no_permissions_i
         assert wait_until(listed, what="guest's consumer listed") == ["seen"]
     finally:
         connection.close()
+
+
+def test_unscoped_listings_show_a_monitor_the_objects_of_its_own_vhosts_only(
+    broker, api, scoped_vhost
+):
+    vhost, users = scoped_vhost
+    # A queue in `/` too, where every user has permissions, so each listing has something.
+    assert api.call("PUT", "/queues/%2F/in-root", {})[0] in (201, 204)
+    connection = amqp(broker, "guest", "guest", vhost)
+    try:
+        connection.channel().basic_consume("q", lambda *_: None, consumer_tag="guests")
+
+        def vhosts_in(user, path):
+            status, items = users[user].call("GET", path)
+            assert status == 200, (user, path)
+            return {item["queue"]["vhost"] if path == "/consumers" else item["vhost"]
+                    for item in items}
+
+        wait_until(lambda: vhost in vhosts_in("blind_monitor", "/consumers"),
+                   what="guest's consumer listed")
+        for path in ("/queues", "/exchanges", "/bindings"):
+            assert vhost not in vhosts_in("blind_monitor", path), path
+            assert "/" in vhosts_in("blind_monitor", path), path
+            assert vhost in vhosts_in("monitor", path), path
+        # Connections, channels and consumers are not filtered by vhost: a monitor sees all.
+        for path in ("/connections", "/channels", "/consumers"):
+            assert vhost in vhosts_in("blind_monitor", path), path
+            assert vhost not in vhosts_in("manager", path), path
+        assert vhost in [v["name"] for v in users["blind_monitor"].call("GET", "/vhosts")[1]]
+    finally:
+        connection.close()
+        api.call("DELETE", "/queues/%2F/in-root")
+
+
+def test_the_consumers_of_a_vhost_are_the_users_own_unless_it_monitors(broker, scoped_vhost):
+    vhost, users = scoped_vhost
+    guests = amqp(broker, "guest", "guest", vhost)
+    managers = amqp(broker, "manager", "pw", vhost)
+    try:
+        guests.channel().basic_consume("q", lambda *_: None, consumer_tag="guests")
+        managers.channel().basic_consume("q", lambda *_: None, consumer_tag="managers")
+
+        def tags(user, path=f"/consumers/{vhost}"):
+            status, consumers = users[user].call("GET", path)
+            assert status == 200, (user, path, consumers)
+            return sorted(c["consumer_tag"] for c in consumers)
+
+        both = ["guests", "managers"]
+        assert wait_until(lambda: tags("monitor") == both, what="both consumers listed")
+        assert tags("blind_monitor") == both
+        assert tags("manager") == ["managers"]
+        assert tags("manager", "/consumers") == ["managers"]
+        # Only the vhost's existence is checked, not the user's permissions in it.
+        assert tags("blind_manager") == []
+        not_found = (404, {"error": "Object Not Found", "reason": "Not Found"})
+        assert users["blind_manager"].call("GET", "/consumers/no-such-vhost") == not_found
+        # A queue shows everyone's consumers to whoever may see the queue.
+        status, queue = users["manager"].call("GET", f"/queues/{vhost}/q")
+        assert status == 200
+        assert sorted(c["consumer_tag"] for c in queue["consumer_details"]) == both
+    finally:
+        guests.close()
+        managers.close()
+
+
+def test_bindings_between_unknown_exchanges_or_queues_are_an_empty_list(scoped_vhost):
+    vhost, users = scoped_vhost
+    manager = users["manager"]
+    for path in (
+        "/bindings/{v}/e/nope/q/q",
+        "/bindings/{v}/e/ex/q/nope",
+        "/bindings/{v}/e/nope/q/nope",
+        "/bindings/{v}/e/nope/e/ex2",
+        "/bindings/{v}/e/ex/e/nope",
+        "/bindings/{v}/e/nope/e/ex2?page=1",
+        "/bindings/no-such-vhost/e/ex/q/q",
+    ):
+        assert manager.call("GET", path.format(v=vhost)) == (200, []), path
+    # Not paged, as RabbitMQ answers this listing.
+    status, bindings = manager.call("GET", f"/bindings/{vhost}/e/ex/q/q?page=1")
+    assert (status, [b["routing_key"] for b in bindings]) == (200, ["k"])
+    # A binding named in full is still not found, and the vhost's access check still applies.
+    not_found = (404, {"error": "Object Not Found", "reason": "Not Found"})
+    assert manager.call("GET", f"/bindings/{vhost}/e/nope/q/q/k") == not_found
+    assert manager.call("DELETE", f"/bindings/{vhost}/e/ex/q/nope/k") == not_found
+    assert users["blind_manager"].call("GET", f"/bindings/{vhost}/e/nope/q/q")[0] == 401
 
 
 def test_only_administrators_may_read_a_single_vhost(api, scoped_vhost):

@@ -337,14 +337,15 @@ def test_a_user_without_a_management_tag_is_refused(api, tagged_users):
     assert (status, body) == (401, {"error": "not_authorised", "reason": "Not management user"})
 
 
-def test_a_monitoring_user_sees_everything_but_changes_nothing_of_others(broker, api, tagged_users):
+def test_a_monitoring_user_sees_every_connection_but_only_its_vhosts_objects_and_changes_nothing(
+    broker, api, tagged_users
+):
     creds, other = tagged_users
     mon = creds["monitor"]
     assert api.call("GET", "/api/nodes", user=mon)[0] == 200
     name = unique("guest-conn")
-    params = pika.URLParameters(broker.url)
-    params.client_properties = {"connection_name": name}
-    conn = pika.BlockingConnection(params)
+    # In a vhost the monitoring user has no permissions in: its connections still show.
+    conn = named_connection(broker, other, name)
     try:
         seen = wait_until(
             lambda: [c for c in api.get("/api/connections", user=mon)
@@ -357,7 +358,19 @@ def test_a_monitoring_user_sees_everything_but_changes_nothing_of_others(broker,
         assert conn.is_open
     finally:
         conn.close()
-    assert any(v == other for v in {x["vhost"] for x in api.get("/api/exchanges", user=mon)})
+    # Queues, exchanges and bindings show only from the vhosts it has permissions in, as in
+    # RabbitMQ; the vhost listing has every vhost.
+    queues = [f"/api/queues/{q(vhost)}/{q(unique('q'))}" for vhost in ("/", other)]
+    for queue in queues:
+        assert api.call("PUT", queue, {})[0] == 201
+    try:
+        for path in ("/api/queues", "/api/exchanges", "/api/bindings"):
+            assert {x["vhost"] for x in api.get(path, user=mon)} == {"/"}, path
+            assert other in {x["vhost"] for x in api.get(path)}, path
+    finally:
+        for queue in queues:
+            api.call("DELETE", queue)
+    assert other in {v["name"] for v in api.get("/api/vhosts", user=mon)}
     for method, path in (("GET", "/api/definitions"), ("POST", "/api/definitions")):
         status, body, _ = api.call(method, path, {} if method == "POST" else None, user=mon)
         assert (status, body) == (401, {"error": "not_authorised", "reason": "Not administrator user"})

@@ -1,7 +1,8 @@
 //! Who is asking: HTTP basic auth against the broker's users, and what their tags and
 //! permissions let them see and change, as RabbitMQ's management plugin decides it
-//! (administrator > monitoring > policymaker/management; a vhost is visible to a user with
-//! permissions in it, every vhost to monitors and administrators).
+//! (administrator > monitoring > policymaker/management). A vhost's objects show to a user
+//! with permissions in it and to administrators; monitors see every vhost only in the vhost
+//! list and the overview, and everyone's connections, channels and consumers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,39 +64,29 @@ impl Caller {
         state.broker.permissions.get(vhost, self.name()).is_some()
     }
 
-    /// Whether the vhost's objects show in this user's listings.
-    pub fn sees_vhost(&self, state: &State, vhost: &str) -> bool {
-        self.is_monitor() || self.may_enter(state, vhost)
+    /// Whether the user may read and act on the vhost's objects: administrators everywhere,
+    /// others (monitors too) where they have permissions.
+    fn may_access(&self, state: &State, vhost: &str) -> bool {
+        self.is_admin() || self.may_enter(state, vhost)
     }
 
-    /// The vhosts this user's listings cover, by name.
+    /// The vhosts `/api/vhosts` lists and the overview counts: monitors see every one.
     pub fn visible_vhosts(&self, state: &State) -> Vec<Arc<VHost>> {
-        let mut vhosts: Vec<Arc<VHost>> = state
-            .broker
-            .vhosts()
-            .into_iter()
-            .filter(|v| self.sees_vhost(state, v.name()))
-            .collect();
-        vhosts.sort_by(|a, b| a.name().cmp(b.name()));
-        vhosts
+        vhosts_where(state, |vhost| {
+            self.is_monitor() || self.may_enter(state, vhost)
+        })
+    }
+
+    /// The vhosts whose queues, exchanges and bindings the unscoped listings show: RabbitMQ
+    /// filters those by access, so a monitor sees only the vhosts it has permissions in.
+    pub fn accessible_vhosts(&self, state: &State) -> Vec<Arc<VHost>> {
+        vhosts_where(state, |vhost| self.may_access(state, vhost))
     }
 
     /// A vhost the user may act in (administrators everywhere); 404 if there is none.
     pub fn vhost(&self, state: &State, name: &str) -> ApiResult<Arc<VHost>> {
-        let vhost = state.broker.vhost(name).ok_or_else(ApiError::not_found)?;
-        if self.is_admin() || self.may_enter(state, name) {
-            Ok(vhost)
-        } else {
-            Err(ApiError::not_authorised(
-                "User not authorised to access virtual host",
-            ))
-        }
-    }
-
-    /// A vhost the user may look at (monitors see every vhost).
-    pub fn visible_vhost(&self, state: &State, name: &str) -> ApiResult<Arc<VHost>> {
-        let vhost = state.broker.vhost(name).ok_or_else(ApiError::not_found)?;
-        if self.sees_vhost(state, name) {
+        let vhost = existing_vhost(state, name)?;
+        if self.may_access(state, name) {
             Ok(vhost)
         } else {
             Err(ApiError::not_authorised(
@@ -124,7 +115,7 @@ impl Caller {
             .map_err(ApiError::from_amqp)
     }
 
-    /// Connections and channels: monitors see everyone's, others only their own.
+    /// Connections, channels and consumers: monitors see everyone's, others only their own.
     pub fn sees_connection(&self, connection: &ConnectionInfo) -> bool {
         self.is_monitor() || connection.user().as_deref() == Some(self.name())
     }
@@ -164,6 +155,24 @@ impl FromRequestParts<State> for Caller {
         }
         Ok(Caller { user })
     }
+}
+
+/// A vhost by name, 404 if there is none, for the endpoints RabbitMQ opens to every
+/// management user whatever their permissions there.
+pub(crate) fn existing_vhost(state: &State, name: &str) -> ApiResult<Arc<VHost>> {
+    state.broker.vhost(name).ok_or_else(ApiError::not_found)
+}
+
+/// The vhosts `keep` accepts, sorted by name.
+fn vhosts_where(state: &State, keep: impl Fn(&str) -> bool) -> Vec<Arc<VHost>> {
+    let mut vhosts: Vec<Arc<VHost>> = state
+        .broker
+        .vhosts()
+        .into_iter()
+        .filter(|v| keep(v.name()))
+        .collect();
+    vhosts.sort_by(|a, b| a.name().cmp(b.name()));
+    vhosts
 }
 
 /// `Basic base64(user:password)`; the password may contain colons, the user may not.

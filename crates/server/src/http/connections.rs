@@ -10,9 +10,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use broker::durability::table_to_json;
 use broker::registry::{ChannelInfo, ConnectionInfo, MessageStats};
+use broker::vhost::VHost;
 use serde_json::{json, Map, Value};
 
-use super::auth::Caller;
+use super::auth::{existing_vhost, Caller};
 use super::error::{ApiError, ApiResult};
 use super::listing::{reply_list, reply_one, ListQuery};
 use super::{node_name, State};
@@ -155,24 +156,20 @@ fn visible_connections(state: &State, caller: &Caller) -> Vec<Arc<ConnectionInfo
         .collect()
 }
 
-/// Every consumer the caller may see (their own connections', or all for monitors), in the
-/// vhosts they see.
-pub(crate) fn consumers_json(state: &State, caller: &Caller) -> Vec<Value> {
+/// Every consumer on these connections' channels.
+pub(crate) fn consumers_of(connections: &[Arc<ConnectionInfo>]) -> Vec<Value> {
     let mut out = Vec::new();
-    for connection in state.broker.registry.connections() {
+    for connection in connections {
         let Some(vhost) = connection.vhost() else {
             continue;
         };
-        if !caller.sees_vhost(state, &vhost) {
-            continue;
-        }
         for channel in connection.channels() {
             for consumer in channel.consumers() {
                 out.push(json!({
                     "consumer_tag": consumer.consumer_tag,
                     "queue": { "name": consumer.queue, "vhost": vhost },
                     "channel_details": {
-                        "name": channel_name(&connection, &channel),
+                        "name": channel_name(connection, &channel),
                         "number": channel.number,
                         "connection_name": connection.name,
                         "peer_host": connection.peer.ip().to_string(),
@@ -276,10 +273,14 @@ fn vhost_connections(
     vhost: &str,
 ) -> ApiResult<Vec<Arc<ConnectionInfo>>> {
     let vhost = caller.vhost(state, vhost)?;
-    Ok(visible_connections(state, caller)
+    Ok(connections_in(state, caller, &vhost))
+}
+
+fn connections_in(state: &State, caller: &Caller, vhost: &VHost) -> Vec<Arc<ConnectionInfo>> {
+    visible_connections(state, caller)
         .into_iter()
         .filter(|c| c.vhost().as_deref() == Some(vhost.name()))
-        .collect())
+        .collect()
 }
 
 async fn list_vhost_connections(
@@ -347,7 +348,7 @@ async fn list_consumers(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    reply_list(consumers_json(&state, &caller), &query)
+    reply_list(consumers_of(&visible_connections(&state, &caller)), &query)
 }
 
 async fn list_vhost_consumers(
@@ -356,10 +357,9 @@ async fn list_vhost_consumers(
     Path(vhost): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhost = caller.visible_vhost(&state, &vhost)?;
-    let items = consumers_json(&state, &caller)
-        .into_iter()
-        .filter(|c| c["queue"]["vhost"] == vhost.name())
-        .collect();
+    // Unlike the vhost's connections, RabbitMQ asks here only that the vhost exists: the
+    // listing is filtered to the caller's own consumers anyway (everyone's for monitors).
+    let vhost = existing_vhost(&state, &vhost)?;
+    let items = consumers_of(&connections_in(&state, &caller, &vhost));
     reply_list(items, &query)
 }

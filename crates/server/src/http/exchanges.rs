@@ -72,7 +72,7 @@ async fn list_all(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    reply_list(exchanges_json(&caller.visible_vhosts(&state)), &query)
+    reply_list(exchanges_json(&caller.accessible_vhosts(&state)), &query)
 }
 
 async fn list_vhost(

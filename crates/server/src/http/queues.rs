@@ -23,6 +23,7 @@ use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
 use super::bindings::{binding_json, bindings_of};
+use super::connections::consumers_of;
 use super::error::{ApiError, ApiResult};
 use super::listing::{reply_list, reply_one, ListQuery};
 use super::message::{payload_to_json, properties_to_json, Body, PayloadEncoding};
@@ -220,7 +221,7 @@ async fn list_all(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let vhosts = caller.visible_vhosts(&state);
+    let vhosts = caller.accessible_vhosts(&state);
     reply_list(queues_json(&state, &vhosts).await, &query)
 }
 
@@ -255,7 +256,8 @@ async fn show(
         .ok_or_else(ApiError::not_found)?;
     let stats = queue.stats().await.ok();
     let mut item = queue_json(&state, vhost.name(), &queue, stats);
-    let consumers: Vec<Value> = super::connections::consumers_json(&state, &caller)
+    // Everyone's consumers of the queue, as RabbitMQ shows them to anyone who may see it.
+    let consumers: Vec<Value> = consumers_of(&state.broker.registry.connections())
         .into_iter()
         .filter(|c| c["queue"]["name"] == name.as_str() && c["queue"]["vhost"] == vhost.name())
         .collect();
